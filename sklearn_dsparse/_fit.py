@@ -1,0 +1,209 @@
+"""The shared fitting loop: shards, seed streams, epochs, stopping, divergence.
+
+Every estimator converts its hyper-parameters to one form,
+
+    F(W) = 1/S sum_r s_r loss(x_r W, y_r) + l2/2 ||coef||^2 + l1 ||coef||_1,
+
+(S the total sample weight) and calls ``fit_dsparse``; it returns the
+parameters and what happened.  Rows are assigned to workers as they come:
+worker i gets the i-th of n contiguous, near-equal row ranges.  Data sorted by
+label therefore gives heterogeneous shards, which control variates handle, at
+some cost in speed; shuffle rows first for homogeneous shards.
+"""
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+from sklearn.exceptions import ConvergenceWarning
+
+from .accounting import CommunicationStats, History
+from .blocks import BlockPartition
+from .engines import InProcessEngine
+from .solvers import GD, SOLVERS, row_margin
+from .sparsifiers import SPARSIFIERS
+from .step_size import (auto_step_size, gram_top_eigenvalue, minibatch_smoothness,
+                        row_norms_squared)
+
+
+@dataclass
+class Problem:
+    """Everything a worker or the master needs to know about a fit."""
+
+    X: object  # CSR float64, rows in shard order
+    Y: np.ndarray  # (n_samples, n_outputs) encoded targets
+    c: np.ndarray  # per-row multipliers N_i s_r / S_i
+    shard_starts: np.ndarray  # (n_workers + 1,)
+    weights: np.ndarray  # w_i = S_i / S
+    loss: object
+    penalty: object
+    fit_intercept: bool
+    partition: BlockPartition
+    sparsifier: object
+    solver_name: str
+    batch_size: int
+    use_control_variates: bool
+    step_size: float = None
+
+    @property
+    def n_workers(self):
+        return len(self.weights)
+
+    @property
+    def solver(self):
+        return SOLVERS[self.solver_name]
+
+    @property
+    def rounds_per_epoch(self):
+        if self.solver == GD:
+            return 1
+        largest = int(np.max(np.diff(self.shard_starts)))
+        return -(-largest // self.batch_size)
+
+
+@dataclass
+class FitResult:
+    coef: np.ndarray  # (n_columns, n_outputs)
+    n_iter: int
+    step_size: float
+    communication: CommunicationStats
+    history: dict
+
+
+@njit(cache=True)
+def _mean_loss(value, W, data, indices, indptr, Y, row_weights, fit_intercept):
+    K = W.shape[1]
+    z = np.empty(K)
+    total = 0.0
+    for r in range(Y.shape[0]):
+        if row_weights[r] != 0.0:
+            row_margin(W, data, indices, indptr, r, fit_intercept, z)
+            total += row_weights[r] * value(z, Y[r])
+    return total
+
+
+def objective(problem, W, row_weights):
+    """F(W) of the module docstring; ``row_weights`` sum to one."""
+    X = problem.X
+    n_coef = W.shape[0] - int(problem.fit_intercept)
+    return _mean_loss(problem.loss.value, W, X.data, X.indices, X.indptr, problem.Y,
+                      row_weights, problem.fit_intercept) + problem.penalty.value(
+                          W[:n_coef])
+
+
+def split_rows(n_samples, n_workers):
+    """Boundaries of n contiguous row ranges whose sizes differ by at most one."""
+    base, extra = divmod(n_samples, n_workers)
+    sizes = np.full(n_workers, base, dtype=np.int64)
+    sizes[:extra] += 1
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def smoothness_constants(problem, sample_weight):
+    """(L_F, L_b): smoothness of F's smooth part and of the worst worker's estimate."""
+    X, pb = problem.X, problem
+    curv, l2 = pb.loss.curvature, pb.penalty.l2
+    total = sample_weight.sum()
+    L_F = curv * gram_top_eigenvalue(X, sample_weight / total, pb.fit_intercept) + l2
+    row_sq = row_norms_squared(X, pb.fit_intercept)
+    L_b = 0.0
+    for i in range(pb.n_workers):
+        s, e = pb.shard_starts[i], pb.shard_starts[i + 1]
+        n_rows = e - s
+        c = pb.c[s:e]
+        L_i = curv * gram_top_eigenvalue(X[s:e], c / n_rows, pb.fit_intercept) + l2
+        if pb.solver == GD:
+            L_b = max(L_b, L_i)
+            continue
+        L_max = curv * float(np.max(c * row_sq[s:e])) + l2
+        L_b = max(L_b, minibatch_smoothness(L_i, L_max, n_rows, pb.batch_size))
+    return L_F, L_b
+
+
+def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
+                fit_intercept, solver, n_workers, n_blocks, blocks_per_worker,
+                sparsifier, control_variates, batch_size, step_size, max_iter, tol,
+                random_state, verbose, coef_init, engine=None):
+    """Fit W by IBS rounds; see the module docstring for the objective.
+
+    ``X`` is CSR float64, ``Y`` (n_samples, n_outputs) float64, ``random_state``
+    a numpy RandomState (consumed once, for the seed of every stream).
+    ``objective_scale`` converts F to the estimator's own objective in
+    ``history["objective"]``.
+    """
+    n_samples = X.shape[0]
+    shard_starts = split_rows(n_samples, n_workers)
+    shard_weight = np.add.reduceat(sample_weight, shard_starts[:-1])
+    total_weight = shard_weight.sum()
+    weights = shard_weight / total_weight
+    n_rows = np.diff(shard_starts)
+    # c_r = N_i s_r / S_i, so that f_i = 1/N_i sum_r c_r loss_r.
+    per_row = np.repeat(np.divide(n_rows, shard_weight, out=np.zeros(n_workers),
+                                  where=shard_weight > 0), n_rows)
+    c = sample_weight * per_row
+
+    n_columns = X.shape[1] + int(fit_intercept)
+    partition = BlockPartition(n_columns, n_blocks)
+    sparsifier = SPARSIFIERS[sparsifier](n_blocks, blocks_per_worker)
+    if control_variates == "auto":
+        control_variates = not sparsifier.sends_all
+    problem = Problem(X=X, Y=Y, c=c, shard_starts=shard_starts, weights=weights,
+                      loss=loss, penalty=penalty, fit_intercept=fit_intercept,
+                      partition=partition, sparsifier=sparsifier,
+                      solver_name=solver, batch_size=int(batch_size),
+                      use_control_variates=bool(control_variates))
+    if step_size == "auto":
+        L_F, L_b = smoothness_constants(problem, sample_weight)
+        step_size = auto_step_size(sparsifier, weights, L_F, L_b)
+    problem.step_size = float(step_size)
+
+    W = np.zeros((n_columns, Y.shape[1])) if coef_init is None else coef_init
+    row_weights = sample_weight / total_weight
+    seeds = np.random.SeedSequence(random_state.randint(np.iinfo(np.int32).max))
+    history = History()
+    start = time.perf_counter()
+    f0 = objective(problem, W, row_weights)
+    engine = InProcessEngine() if engine is None else engine
+    with engine:
+        engine.start(problem, W, seeds.spawn(n_workers + 1))
+        history.record(objective_scale * f0, engine.counters, 0.0)
+        converged = False
+        for epoch in range(1, max_iter + 1):
+            W_before = engine.coef.copy()
+            engine.run_epoch(problem.rounds_per_epoch)
+            W = engine.coef
+            f = objective(problem, W, row_weights)
+            _check_divergence(f, f0, W, epoch, problem.step_size)
+            history.record(objective_scale * f, engine.counters,
+                           time.perf_counter() - start)
+            change = np.max(np.abs(W - W_before))
+            scale = max(np.max(np.abs(W)), np.finfo(np.float64).tiny)
+            if verbose:
+                print(f"epoch {epoch}: objective {objective_scale * f:.10g}, "
+                      f"relative change {change / scale:.3g}, "
+                      f"rounds {engine.counters[0]}, uplink {engine.counters[1]} B")
+            if change <= tol * scale:
+                converged = True
+                break
+        W = engine.coef.copy()
+        counters = engine.counters.copy()
+    if not converged:
+        warnings.warn(
+            f"The max_iter={max_iter} epochs were reached before the relative "
+            f"change of the coefficients fell below tol={tol}: increase "
+            "max_iter, or the step size.", ConvergenceWarning)
+    return FitResult(coef=W, n_iter=epoch, step_size=problem.step_size,
+                     communication=CommunicationStats(counters),
+                     history=history.as_dict())
+
+
+def _check_divergence(f, f0, W, epoch, step_size):
+    # A convergent run never leaves the scale of its starting objective.
+    if np.isfinite(f) and np.all(np.isfinite(W)) and f <= 1e6 * (abs(f0) + 1.0):
+        return
+    raise FloatingPointError(
+        f"The fit diverged at epoch {epoch} with step_size={step_size:.4g} "
+        f"(objective {f:.4g}, started at {f0:.4g}). Set a smaller step_size, "
+        f"e.g. step_size={step_size / 10:.4g}, or step_size='auto'.")

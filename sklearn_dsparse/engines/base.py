@@ -1,0 +1,39 @@
+"""The engine contract.
+
+An engine hosts the n logical workers of a fit and moves their messages to
+the master and the master's broadcast back.  It does no mathematics of its
+own: every node runs ``worker.worker_round`` and ``master.master_step``, so
+engines differ only in where those run and how the bytes travel.
+
+Lifecycle: ``start(problem, coef, seed_sequences)`` hands each worker its shard,
+its random stream and the starting point; ``run_epoch(n_rounds)`` runs that many
+synchronous rounds; ``coef`` is the master's current parameters; ``counters``
+the accumulated ``accounting.COUNTERS``; ``close()`` releases everything (also
+on error: engines are context managers).
+"""
+
+
+class Engine:
+    def start(self, problem, coef, seed_sequences):
+        raise NotImplementedError
+
+    def run_epoch(self, n_rounds):
+        raise NotImplementedError
+
+    @property
+    def coef(self):
+        raise NotImplementedError
+
+    @property
+    def counters(self):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

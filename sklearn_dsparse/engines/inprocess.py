@@ -1,0 +1,111 @@
+"""All workers in this process: a compiled loop over rounds and workers.
+
+Workers read the master's parameters in place (the broadcast is a no-op
+copy), but each keeps its own SAGA table and control variates, draws from its
+own stream and sends its message through ``master.aggregate_message`` exactly
+as a remote worker would.
+"""
+
+import numpy as np
+from numba import njit
+
+from ..accounting import new_counters
+from ..master import aggregate_message, master_step
+from ..messages import message_nbytes
+from ..solvers import SAGA, init_saga_table
+from ..worker import worker_round
+from .base import Engine
+
+
+@njit(cache=True)
+def _run_rounds(solver, derivative, W, hbar, data, indices, indptr, Y, c, alpha,
+                abar, h, shard_starts, weights, l2, l1, fit_intercept,
+                use_control_variates, step, scale, sends_all, starts, column_block,
+                u_blocks, u_rows, batch, counters):
+    n_workers = weights.shape[0]
+    n_blocks = starts.shape[0] - 1
+    p1, K = W.shape
+    n_rounds = u_blocks.shape[1]
+    max_rows = 0
+    for i in range(n_workers):
+        max_rows = max(max_rows, shard_starts[i + 1] - shard_starts[i])
+    selected = np.zeros(n_blocks, dtype=np.bool_)
+    touched = np.zeros(n_blocks, dtype=np.bool_)
+    block_list = np.empty(n_blocks, dtype=np.int64)
+    seen = np.zeros(max_rows, dtype=np.bool_)
+    rows = np.empty(max(batch, 1), dtype=np.int64)
+    estimate = np.zeros((p1, K))
+    A = np.zeros((p1, K))
+    values = np.empty(p1 * K)
+    z = np.empty(K)
+    dz = np.empty(K)
+    dense_nbytes = message_nbytes(n_blocks, p1 * K, n_blocks, 8)
+    cv_fraction = 1.0 / scale
+    for rnd in range(n_rounds):
+        for i in range(n_workers):
+            s = shard_starts[i]
+            e = shard_starts[i + 1]
+            n_sel, n_val = worker_round(
+                solver, derivative, W, data, indices, indptr[s:e + 1], Y[s:e],
+                c[s:e], alpha[s:e], abar[i], h[i],
+                l2, fit_intercept, use_control_variates, scale, sends_all,
+                u_blocks[i, rnd], u_rows[i, rnd], batch, starts, column_block,
+                selected, block_list, rows, seen, estimate, z, dz, values)
+            aggregate_message(A, touched, block_list, n_sel, starts, values,
+                              weights[i])
+            counters[1] += message_nbytes(n_sel, n_val, n_blocks, 8)
+            counters[4] += n_sel
+        nb, nv = master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
+                             use_control_variates, cv_fraction)
+        counters[0] += 1
+        counters[2] += n_workers * message_nbytes(nb, nv, n_blocks, 8)
+        counters[3] += n_workers * dense_nbytes
+
+
+class InProcessEngine(Engine):
+    """Run every worker in this process (``n_jobs=None``)."""
+
+    def start(self, problem, coef, seed_sequences):
+        pb = self.problem = problem
+        self._W = np.array(coef, dtype=np.float64, order="C")
+        p1, K = self._W.shape
+        n = pb.n_workers
+        self._hbar = np.zeros((p1, K))
+        self._h = np.zeros((n, p1, K) if pb.use_control_variates else (n, 0, K))
+        if pb.solver == SAGA:
+            self._alpha = np.zeros((pb.Y.shape[0], K))
+            self._abar = np.zeros((n, p1, K))
+            for i in range(n):
+                s, e = pb.shard_starts[i], pb.shard_starts[i + 1]
+                init_saga_table(pb.loss.derivative, self._W, pb.X.data, pb.X.indices,
+                                pb.X.indptr[s:e + 1], pb.Y[s:e], pb.c[s:e],
+                                pb.fit_intercept, self._alpha[s:e], self._abar[i])
+        else:
+            self._alpha = np.zeros((0, K))
+            self._abar = np.zeros((n, 0, K))
+        self._worker_rngs = [np.random.default_rng(s) for s in seed_sequences[:n]]
+        # Every worker replays the shared stream; in one process one copy serves all.
+        self._shared_rng = np.random.default_rng(seed_sequences[n])
+        self._counters = new_counters()
+        return self
+
+    def run_epoch(self, n_rounds):
+        pb = self.problem
+        u_blocks = pb.sparsifier.draw(self._worker_rngs, self._shared_rng, n_rounds)
+        width = 0 if pb.solver_name == "gd" else pb.batch_size
+        u_rows = np.stack([rng.random((n_rounds, width)) for rng in self._worker_rngs])
+        _run_rounds(pb.solver, pb.loss.derivative, self._W, self._hbar, pb.X.data,
+                    pb.X.indices, pb.X.indptr, pb.Y, pb.c, self._alpha, self._abar,
+                    self._h, pb.shard_starts, pb.weights, pb.penalty.l2,
+                    pb.penalty.l1, pb.fit_intercept, pb.use_control_variates,
+                    pb.step_size, pb.sparsifier.scale, pb.sparsifier.sends_all,
+                    pb.partition.starts, pb.partition.column_block, u_blocks, u_rows,
+                    pb.batch_size, self._counters)
+
+    @property
+    def coef(self):
+        return self._W
+
+    @property
+    def counters(self):
+        return self._counters

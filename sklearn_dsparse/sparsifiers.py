@@ -1,0 +1,157 @@
+"""Which blocks each worker sends in a round, and by how much they are rescaled.
+
+Three sparsifiers share one interface (METHOD.md, "Baselines"):
+
+- ``Independent``: every worker draws its own tau of the m blocks, uniformly
+  without replacement, independently of the other workers and of past rounds.
+  The method of the library.
+- ``Shared``: one draw per round that every worker replays (classic parallel
+  block coordinate descent): only tau blocks are touched per round.
+- ``Dense``: every worker sends every block (``sparsifier="none"``), i.e.
+  plain dense averaging; the do-nothing baseline the others are measured by.
+
+Messages are rescaled by ``scale = m / tau`` so that the average stays
+unbiased.  Randomness is drawn in NumPy from explicit generators (one stream
+per worker, plus one shared stream) as uniforms; ``select_blocks`` turns a
+round's uniforms into a block set with Floyd's algorithm.  Drawing uniforms
+per epoch in NumPy and selecting in compiled code keeps the result independent
+of the engine that runs the workers.
+"""
+
+import numpy as np
+from numba import njit
+
+
+class Sparsifier:
+    """Base contract: ``draw`` the uniforms of ``n_rounds`` rounds."""
+
+    name = None
+    #: True when every worker sends all m blocks (no uniforms are drawn).
+    sends_all = False
+
+    def __init__(self, n_blocks, blocks_per_worker):
+        if not 1 <= blocks_per_worker <= n_blocks:
+            raise ValueError(
+                f"blocks_per_worker={blocks_per_worker} must be between 1 and "
+                f"n_blocks={n_blocks}"
+            )
+        self.n_blocks = int(n_blocks)
+        self.blocks_per_worker = int(blocks_per_worker)
+
+    @property
+    def scale(self):
+        """The unbiasing factor m / tau applied to every message."""
+        return self.n_blocks / self.blocks_per_worker
+
+    @property
+    def omega(self):
+        """Variance factor of the compressor: m / tau - 1."""
+        return self.scale - 1.0
+
+    @property
+    def step_factors(self):
+        """How compression inflates (L_F, s2 L_b) in the step rule (step_size.py)."""
+        raise NotImplementedError
+
+    def draw(self, worker_rngs, shared_rng, n_rounds):
+        """Uniforms of shape (n_workers, n_rounds, tau) for the next rounds."""
+        raise NotImplementedError
+
+    def expected_blocks_touched(self, n_workers):
+        """Expected number of distinct blocks sent in one round."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(n_blocks={self.n_blocks}, "
+                f"blocks_per_worker={self.blocks_per_worker})")
+
+
+class Independent(Sparsifier):
+    name = "independent"
+
+    @property
+    def step_factors(self):
+        # Independent masks multiply only the per-worker variance by m / tau.
+        return 1.0, self.scale
+
+    def draw(self, worker_rngs, shared_rng, n_rounds):
+        return np.stack(
+            [rng.random((n_rounds, self.blocks_per_worker)) for rng in worker_rngs]
+        )
+
+    def expected_blocks_touched(self, n_workers):
+        p = self.blocks_per_worker / self.n_blocks
+        return self.n_blocks * (1.0 - (1.0 - p) ** n_workers)
+
+
+class Shared(Sparsifier):
+    name = "shared"
+
+    @property
+    def step_factors(self):
+        # One mask for all: the whole update is a random block step.
+        return self.scale, self.scale
+
+    def draw(self, worker_rngs, shared_rng, n_rounds):
+        u = shared_rng.random((n_rounds, self.blocks_per_worker))
+        return np.repeat(u[np.newaxis], len(worker_rngs), axis=0)
+
+    def expected_blocks_touched(self, n_workers):
+        return float(self.blocks_per_worker)
+
+
+class Dense(Sparsifier):
+    name = "none"
+    sends_all = True
+
+    def __init__(self, n_blocks, blocks_per_worker=None):
+        super().__init__(n_blocks, n_blocks)
+
+    @property
+    def step_factors(self):
+        return 1.0, 1.0
+
+    def draw(self, worker_rngs, shared_rng, n_rounds):
+        return np.empty((len(worker_rngs), n_rounds, 0))
+
+    def expected_blocks_touched(self, n_workers):
+        return float(self.n_blocks)
+
+
+SPARSIFIERS = {cls.name: cls for cls in (Independent, Shared, Dense)}
+
+
+@njit(cache=True)
+def floyd_sample(u, n_total, seen, out):
+    """Write len(u) distinct integers of [0, n_total) into ``out``.
+
+    Floyd's algorithm: uniform over subsets, one uniform per element.  ``seen``
+    is a False-filled scratch of length n_total, restored before returning.
+    """
+    t = u.shape[0]
+    for j in range(t):
+        top = n_total - t + j
+        r = int(u[j] * (top + 1))
+        if r > top:
+            r = top
+        if seen[r]:
+            r = top
+        seen[r] = True
+        out[j] = r
+    for j in range(t):
+        seen[out[j]] = False
+
+
+@njit(cache=True)
+def select_blocks(u, n_blocks, sends_all, selected, block_list):
+    """Fill ``block_list`` (length tau) and mark ``selected``; return tau."""
+    if sends_all:
+        for b in range(n_blocks):
+            block_list[b] = b
+            selected[b] = True
+        return n_blocks
+    floyd_sample(u, n_blocks, selected, block_list)
+    tau = u.shape[0]
+    for j in range(tau):
+        selected[block_list[j]] = True
+    return tau

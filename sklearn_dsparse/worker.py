@@ -1,0 +1,64 @@
+"""A worker's round: estimate on its blocks, subtract h_i, emit the message.
+
+This is where the sparsifier, the control variates and the solver meet
+(GRACE's ``Communicator.step``).  Only ``values`` leaves the worker, together
+with the block ids in ``block_list``.
+"""
+
+from numba import njit
+
+from .solvers import GD, local_estimate
+from .sparsifiers import floyd_sample, select_blocks
+
+
+@njit(cache=True)
+def emit_message(estimate, h, use_control_variates, block_list, n_selected,
+                 starts, scale, values):
+    """Pack ``scale * (g_i - h_i)`` over the selected blocks into ``values``.
+
+    With control variates the worker then sets ``h_i = g_i`` on those blocks
+    (METHOD.md step 6), from the values it sent and nothing else.  Returns the
+    number of values written.
+    """
+    K = estimate.shape[1]
+    pos = 0
+    for j in range(n_selected):
+        b = block_list[j]
+        for col in range(starts[b], starts[b + 1]):
+            for k in range(K):
+                g = estimate[col, k]
+                if use_control_variates:
+                    values[pos] = scale * (g - h[col, k])
+                    h[col, k] = g
+                else:
+                    values[pos] = scale * g
+                pos += 1
+    return pos
+
+
+@njit(cache=True)
+def worker_round(solver, derivative, W, data, indices, indptr, Y, c, alpha, abar, h,
+                 l2, fit_intercept, use_control_variates, scale, sends_all,
+                 u_blocks, u_rows, batch, starts, column_block, scratch_selected,
+                 block_list, rows, scratch_seen, estimate, z, dz, values):
+    """One worker's round on its shard (rows of ``data/indices/indptr``, Y, c).
+
+    ``u_blocks`` and ``u_rows`` are this round's uniforms from the worker's own
+    stream.  Writes the message into ``block_list[:n_blocks]`` and
+    ``values[:n_values]`` and returns ``(n_blocks, n_values)``.
+    """
+    n_blocks_total = starts.shape[0] - 1
+    n_selected = select_blocks(u_blocks, n_blocks_total, sends_all,
+                               scratch_selected, block_list)
+    n_rows = Y.shape[0]
+    b = min(batch, n_rows)
+    if solver != GD:
+        floyd_sample(u_rows[:b], n_rows, scratch_seen, rows[:b])
+    local_estimate(solver, derivative, W, data, indices, indptr, Y, c, alpha, abar,
+                   l2, fit_intercept, rows[:b], scratch_selected, block_list,
+                   n_selected, starts, column_block, estimate, z, dz)
+    n_values = emit_message(estimate, h, use_control_variates, block_list,
+                            n_selected, starts, scale, values)
+    for j in range(n_selected):
+        scratch_selected[block_list[j]] = False
+    return n_selected, n_values
