@@ -1,0 +1,14 @@
+"""The one module importing scikit-learn's private helpers.
+
+They are what scikit-learn's own estimators use for parameter validation,
+sample weights and linear classifiers; when scikit-learn moves them, only this
+file changes.
+"""
+
+from sklearn.base import _fit_context
+from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight
+
+__all__ = ["Interval", "LinearClassifierMixin", "StrOptions", "_check_sample_weight",
+           "_fit_context"]

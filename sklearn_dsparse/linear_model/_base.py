@@ -1,0 +1,192 @@
+"""Parameters shared by every estimator, and the one place they are checked.
+
+An estimator only converts its hyper-parameters to (loss, penalty) and the
+encoded targets; ``DistributedSparseMixin._fit_dsparse`` does the rest.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils import check_random_state
+from sklearn.utils.extmath import safe_sparse_dot
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._compat import Interval, StrOptions, _check_sample_weight, _fit_context
+
+from .._fit import fit_dsparse
+from ..losses import SQUARED
+
+
+def _as_csr_float64(X):
+    """The internal layout: CSR float64, a copy only when the input is not already it."""
+    if sp.issparse(X):
+        X = X.tocsr()
+        return X if X.dtype == np.float64 else X.astype(np.float64)
+    return sp.csr_matrix(np.asarray(X, dtype=np.float64))
+
+
+class DistributedSparseMixin:
+    """Shared parameters of the sklearn-dsparse estimators.
+
+    See the estimators' docstrings for their meaning; ``_fit_dsparse`` checks
+    them against the data and runs the fit.
+    """
+
+    _parameter_constraints = {
+        "fit_intercept": ["boolean"],
+        "solver": [StrOptions({"saga", "sgd", "gd"})],
+        "n_workers": [Interval(Integral, 1, None, closed="left")],
+        "n_blocks": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "blocks_per_worker": [Interval(Integral, 1, None, closed="left"),
+                              StrOptions({"auto"})],
+        "sparsifier": [StrOptions({"independent", "shared", "none"})],
+        "control_variates": ["boolean", StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "step_size": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    def _resolve_blocks(self, n_samples, n_columns):
+        """(n_blocks, blocks_per_worker) for this data, or a ValueError naming the fix."""
+        if self.n_workers > n_samples:
+            raise ValueError(
+                f"n_workers={self.n_workers} is larger than the number of samples "
+                f"(n_samples = {n_samples}): every worker needs at least one row. "
+                f"Set n_workers <= {n_samples}.")
+        if self.n_blocks == "auto":
+            n_blocks = min(n_columns, self.n_workers)
+        elif self.n_blocks > n_columns:
+            raise ValueError(
+                f"n_blocks={self.n_blocks} is larger than the number of parameter "
+                f"rows (n_features + fit_intercept = {n_columns}). Set "
+                f"n_blocks <= {n_columns} or n_blocks='auto'.")
+        else:
+            n_blocks = self.n_blocks
+        if self.blocks_per_worker == "auto":
+            tau = max(1, round(n_blocks / self.n_workers))
+        elif self.blocks_per_worker > n_blocks:
+            raise ValueError(
+                f"blocks_per_worker={self.blocks_per_worker} is larger than "
+                f"n_blocks={n_blocks}. Set blocks_per_worker <= n_blocks or "
+                "blocks_per_worker='auto'.")
+        else:
+            tau = self.blocks_per_worker
+        if self.sparsifier == "none" and tau != n_blocks and \
+                self.blocks_per_worker != "auto":
+            raise ValueError(
+                f"sparsifier='none' sends all n_blocks={n_blocks} blocks, but "
+                f"blocks_per_worker={self.blocks_per_worker}. Set "
+                "blocks_per_worker='auto', or sparsifier='independent'.")
+        return n_blocks, tau
+
+    @staticmethod
+    def _validated_sample_weight(sample_weight, X):
+        """A fresh float64 array of non-negative weights with a positive sum."""
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                             ensure_non_negative=True, copy=True)
+        if not sample_weight.sum() > 0:
+            raise ValueError("sample_weight sums to zero: at least one sample "
+                             "must have a positive weight.")
+        return sample_weight
+
+    def _fit_dsparse(self, X, Y, sample_weight, loss, penalty, objective_scale):
+        """Fit and set the fitted attributes common to all estimators.
+
+        Returns W of shape (n_features + fit_intercept, n_outputs).
+        """
+        n_samples, n_features = X.shape
+        n_columns = n_features + int(self.fit_intercept)
+        n_blocks, tau = self._resolve_blocks(n_samples, n_columns)
+        result = fit_dsparse(
+            _as_csr_float64(X), np.ascontiguousarray(Y, dtype=np.float64),
+            sample_weight, loss=loss, penalty=penalty,
+            objective_scale=objective_scale, fit_intercept=self.fit_intercept,
+            solver=self.solver, n_workers=self.n_workers, n_blocks=n_blocks,
+            blocks_per_worker=tau, sparsifier=self.sparsifier,
+            control_variates=self.control_variates, batch_size=self.batch_size,
+            step_size=self.step_size, max_iter=self.max_iter, tol=self.tol,
+            random_state=check_random_state(self.random_state),
+            verbose=self.verbose, coef_init=self._warm_start_coef(n_columns, Y))
+        self.n_iter_ = result.n_iter
+        self.step_size_ = result.step_size
+        self.communication_ = result.communication
+        self.history_ = result.history
+        self.n_blocks_ = n_blocks
+        self.blocks_per_worker_ = tau
+        return result.coef
+
+    def _warm_start_coef(self, n_columns, Y):
+        if not (self.warm_start and hasattr(self, "coef_")):
+            return None
+        coef = np.atleast_2d(self.coef_).T  # (n_features, n_outputs)
+        if coef.shape != (n_columns - int(self.fit_intercept), Y.shape[1]):
+            return None
+        if self.fit_intercept:
+            coef = np.vstack([coef, np.atleast_1d(self.intercept_)[np.newaxis]])
+        return np.array(coef, dtype=np.float64, order="C")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+class DistributedSparseRegressorMixin(DistributedSparseMixin):
+    """fit / predict of the squared-loss estimators.
+
+    A subclass only states its penalty: ``_penalty(total_weight)`` returns the
+    ``ElasticNetPenalty`` of the objective divided by ``objective_scale``, and
+    that scale, so that ``objective_scale * F`` is the estimator's objective.
+    """
+
+    def _penalty(self, total_weight):
+        raise NotImplementedError
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; integer weights are equivalent to repeating
+            rows.
+
+        Returns
+        -------
+        self
+        """
+        X, y = validate_data(self, X, y, accept_sparse="csr",
+                             dtype=[np.float64, np.float32], multi_output=True,
+                             y_numeric=True)
+        sample_weight = self._validated_sample_weight(sample_weight, X)
+        Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
+        penalty, scale = self._penalty(float(sample_weight.sum()))
+        W = self._fit_dsparse(X, Y, sample_weight, SQUARED, penalty, scale)
+        n_features = X.shape[1]
+        coef = W[:n_features].T
+        intercept = W[n_features] if self.fit_intercept else np.zeros(W.shape[1])
+        if y.ndim == 1:
+            self.coef_, self.intercept_ = coef[0].copy(), float(intercept[0])
+        else:
+            self.coef_, self.intercept_ = np.ascontiguousarray(coef), intercept.copy()
+        return self
+
+    def predict(self, X):
+        """Predicted targets, shape (n_samples,) or (n_samples, n_targets)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse="csr", reset=False,
+                          dtype=[np.float64, np.float32])
+        return safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_

@@ -1,0 +1,110 @@
+"""Docstring pieces shared by the estimators (written once, formatted in)."""
+
+SHARED_PARAMETERS = """\
+    fit_intercept : bool, default=True
+        Whether to fit an (unpenalised) intercept.
+
+    solver : {"saga", "sgd", "gd"}, default="saga"
+        The estimate each worker computes on its shard every round:
+        "saga", the minibatch SAGA estimate (with control variates it reaches
+        the exact optimum); "sgd", a minibatch stochastic gradient (reaches a
+        neighbourhood of the optimum whose size shrinks with the step);
+        "gd", the full local gradient (one round per epoch; ``batch_size`` is
+        not used).
+
+    n_workers : int, default=4
+        Number of logical workers; the rows are split into this many
+        contiguous, near-equal shards, in the order given.  Must not exceed
+        n_samples.
+
+    n_blocks : int or "auto", default="auto"
+        Number m of contiguous parameter blocks (a block holds the same
+        features for every class or target; the intercept is the last
+        parameter row).  "auto" is ``min(n_features + fit_intercept,
+        n_workers)``.
+
+    blocks_per_worker : int or "auto", default="auto"
+        Number tau of blocks each worker sends per round; "auto" is
+        ``max(1, round(n_blocks / n_workers))``, which removes a fraction
+        ``1 - 1 / n_workers`` of the uplink.
+
+    sparsifier : {"independent", "shared", "none"}, default="independent"
+        "independent": each worker draws its own blocks (the method);
+        "shared": all workers send the same blocks each round (parallel block
+        coordinate descent); "none": dense averaging, every block is sent.
+
+    control_variates : bool or "auto", default="auto"
+        Whether workers send ``g_i - h_i`` and keep the memory ``h_i``
+        (ISEGA/DIANA) so the compression noise vanishes at the optimum.
+        "auto" turns them on unless ``sparsifier="none"``.
+
+    batch_size : int, default=16
+        Rows per worker per round for "saga" and "sgd" (clipped to the shard
+        size).  One epoch is ``ceil(max_i N_i / batch_size)`` rounds: a larger
+        batch means fewer rounds (messages) per epoch and a larger safe step,
+        but more epochs to a given accuracy.
+
+    step_size : float or "auto", default="auto"
+        The master's step.  "auto" is the rule of ``sklearn_dsparse.step_size``
+        (safe for every loss, solver and sparsifier); the value used is
+        ``step_size_``.
+
+    max_iter : int, default=1000
+        Maximum number of epochs.
+
+    tol : float, default=1e-4
+        Stop when, over an epoch, the largest change of a parameter is at most
+        ``tol`` times the largest parameter.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds one stream per worker (and one shared stream); the same seed
+        gives the same model, bitwise.
+
+    verbose : int, default=0
+        Print the objective after every epoch when positive.
+
+    warm_start : bool, default=False
+        Start from the previous ``coef_`` and ``intercept_`` when their shape
+        fits.
+"""
+
+SHARED_ATTRIBUTES = """\
+    n_iter_ : int
+        Number of epochs run.
+
+    step_size_ : float
+        The step size used.
+
+    n_blocks_ : int
+        The number of blocks used.
+
+    blocks_per_worker_ : int
+        The number of blocks each worker sent per round.
+
+    communication_ : Mapping
+        Totals of the fit: ``rounds``, ``uplink_bytes``, ``downlink_bytes``,
+        ``dense_uplink_bytes`` (what ``sparsifier="none"`` would have sent over
+        the same rounds), ``uplink_ratio`` and ``blocks_sent``.  A message
+        costs a 16-byte header, a 4-byte id per block (none when all blocks are
+        sent) and 8 bytes per value.
+
+    history_ : dict of ndarray
+        One entry per epoch, the starting point first: ``objective`` (the
+        objective as written above), ``rounds`` and ``uplink_bytes``
+        (cumulative) and ``seconds``.  ``pandas.DataFrame(est.history_)``.
+
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X has string column names.
+"""
+
+STOCHASTIC_NOTE = """\
+    Notes
+    -----
+    Rows go to workers in the order given: sorted data (e.g. by label) gives
+    heterogeneous shards, which control variates handle at some cost in
+    rounds.  Internally X is used as CSR float64 (sparse input is never
+    densified).
+"""

@@ -1,0 +1,168 @@
+"""Logistic regression (binary and multinomial) trained with IBS."""
+
+from numbers import Real
+
+import numpy as np
+from scipy.special import expit, log_softmax, softmax
+from sklearn.base import BaseEstimator
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._compat import Interval, LinearClassifierMixin, StrOptions, _fit_context
+from ..losses import LOGISTIC, MULTINOMIAL
+from ..penalties import ElasticNetPenalty
+from ._base import DistributedSparseMixin
+from ._docs import SHARED_ATTRIBUTES, SHARED_PARAMETERS, STOCHASTIC_NOTE
+
+
+class DistributedSparseLogisticRegression(
+        LinearClassifierMixin, DistributedSparseMixin, BaseEstimator):
+    __doc__ = f"""Logistic regression trained by workers that send sparse messages.
+
+    Minimises scikit-learn's ``LogisticRegression`` objective (1.8+ API),
+
+        C * sum_i s_i loss(x_i w + b, y_i) + (1 - l1_ratio) / 2 ||w||_2^2
+          + l1_ratio ||w||_1,
+
+    with the binary logistic loss for two classes and the multinomial loss
+    for more, so the same ``C``, ``l1_ratio`` and ``class_weight`` give the
+    same optimum.  ``s_i`` is the sample weight times the class weight.
+
+    Parameters
+    ----------
+    C : float, default=1.0
+        Inverse regularisation strength; ``np.inf`` means no penalty.
+
+    l1_ratio : float, default=0.0
+        0 for the L2 penalty, 1 for L1, in between for elastic net.
+
+    class_weight : dict or "balanced", default=None
+        Weights of the classes, as in ``LogisticRegression``.
+
+{SHARED_PARAMETERS}
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        Coefficients; one row for binary problems.
+
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        Intercepts (zeros when ``fit_intercept=False``).
+
+{SHARED_ATTRIBUTES}
+{STOCHASTIC_NOTE}
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn_dsparse import DistributedSparseLogisticRegression
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> X = StandardScaler().fit_transform(X)
+    >>> clf = DistributedSparseLogisticRegression(n_workers=4, random_state=0)
+    >>> clf.fit(X, y).score(X, y) > 0.95
+    True
+    """
+
+    _parameter_constraints = {
+        **DistributedSparseMixin._parameter_constraints,
+        "C": [Interval(Real, 0, None, closed="right")],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(self, C=1.0, *, l1_ratio=0.0, class_weight=None,
+                 fit_intercept=True, solver="saga", n_workers=4, n_blocks="auto",
+                 blocks_per_worker="auto", sparsifier="independent",
+                 control_variates="auto", batch_size=16, step_size="auto",
+                 max_iter=1000, tol=1e-4, random_state=None, verbose=0,
+                 warm_start=False):
+        self.C = C
+        self.l1_ratio = l1_ratio
+        self.class_weight = class_weight
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.n_workers = n_workers
+        self.n_blocks = n_blocks
+        self.blocks_per_worker = blocks_per_worker
+        self.sparsifier = sparsifier
+        self.control_variates = control_variates
+        self.batch_size = batch_size
+        self.step_size = step_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; integer weights are equivalent to repeating
+            rows.
+
+        Returns
+        -------
+        self
+        """
+        X, y = validate_data(self, X, y, accept_sparse="csr",
+                             dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        encoder = LabelEncoder()
+        y_index = encoder.fit_transform(y)
+        self.classes_ = encoder.classes_
+        n_classes = len(self.classes_)
+        if n_classes < 2:
+            raise ValueError(
+                "This solver needs samples of at least 2 classes in the data, but "
+                f"the data contains only one class: {self.classes_[0]!r}.")
+        sample_weight = self._validated_sample_weight(sample_weight, X)
+        if self.class_weight is not None:
+            class_weight = compute_class_weight(self.class_weight,
+                                                classes=self.classes_, y=y)
+            sample_weight = sample_weight * class_weight[y_index]
+        if n_classes == 2:
+            loss, Y = LOGISTIC, (y_index == 1).astype(np.float64)[:, None]
+        else:
+            loss, Y = MULTINOMIAL, np.eye(n_classes)[y_index]
+
+        total = float(np.sum(sample_weight))
+        if np.isinf(self.C):
+            penalty, scale = ElasticNetPenalty(), total
+        else:
+            strength = 1.0 / (self.C * total)
+            penalty = ElasticNetPenalty(l2=(1 - self.l1_ratio) * strength,
+                                        l1=self.l1_ratio * strength)
+            scale = self.C * total
+        W = self._fit_dsparse(X, Y, sample_weight, loss, penalty, scale)
+        n_features = X.shape[1]
+        self.coef_ = np.ascontiguousarray(W[:n_features].T)
+        self.intercept_ = (W[n_features].copy() if self.fit_intercept
+                           else np.zeros(W.shape[1]))
+        return self
+
+    def predict_proba(self, X):
+        """Probability of each class, columns in the order of ``classes_``."""
+        check_is_fitted(self)
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            p = expit(scores)
+            return np.column_stack([1 - p, p])
+        return softmax(scores, axis=1)
+
+    def predict_log_proba(self, X):
+        """Log of ``predict_proba``, computed stably."""
+        check_is_fitted(self)
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            scores = np.column_stack([np.zeros_like(scores), scores])
+        return log_softmax(scores, axis=1)
