@@ -1,0 +1,38 @@
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_svmlight_file
+
+DATASETS = Path(os.environ.get(
+    "DSPARSE_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+
+N_FEATURES = {"a1a": 123, "a5a": 123, "a9a": 123, "a9a.t": 123, "mushrooms": 112,
+              "phishing": 68, "news20": 62061, "abalone_scale": 8}
+
+
+@lru_cache(maxsize=None)
+def load(name):
+    """(X CSR float64, y) of a shared dataset (cached: tests must not modify it)."""
+    path = DATASETS / f"{name}.bz2"
+    if not path.exists():
+        pytest.fail(f"dataset {path} not found: set DSPARSE_DATASETS to the shared "
+                    "datasets folder")
+    X, y = load_svmlight_file(str(path), n_features=N_FEATURES[name],
+                              zero_based=False)
+    X.eliminate_zeros()
+    return X, y
+
+
+def abalone_classes():
+    """abalone as a 3-class problem: young (< 8 rings), adult, old (>= 11)."""
+    X, y = load("abalone_scale")
+    return X, np.digitize(y, [8, 11])
+
+
+def relative_error(est, coef, intercept):
+    a = np.r_[np.ravel(est.coef_), np.ravel(est.intercept_)]
+    b = np.r_[np.ravel(coef), np.ravel(intercept)]
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
