@@ -22,6 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 from .accounting import CommunicationStats, History
 from .blocks import BlockPartition
 from .engines import InProcessEngine
+from .losses import loss_value
 from .solvers import GD, SOLVERS, row_margin
 from .sparsifiers import SPARSIFIERS
 from .step_size import (auto_step_size, gram_top_eigenvalue, minibatch_smoothness,
@@ -73,14 +74,14 @@ class FitResult:
 
 
 @njit(cache=True)
-def _mean_loss(value, W, data, indices, indptr, Y, row_weights, fit_intercept):
+def _mean_loss(loss_id, W, data, indices, indptr, Y, row_weights, fit_intercept):
     K = W.shape[1]
     z = np.empty(K)
     total = 0.0
     for r in range(Y.shape[0]):
         if row_weights[r] != 0.0:
             row_margin(W, data, indices, indptr, r, fit_intercept, z)
-            total += row_weights[r] * value(z, Y[r])
+            total += row_weights[r] * loss_value(loss_id, z, Y[r])
     return total
 
 
@@ -88,7 +89,7 @@ def objective(problem, W, row_weights):
     """F(W) of the module docstring; ``row_weights`` sum to one."""
     X = problem.X
     n_coef = W.shape[0] - int(problem.fit_intercept)
-    return _mean_loss(problem.loss.value, W, X.data, X.indices, X.indptr, problem.Y,
+    return _mean_loss(problem.loss.id, W, X.data, X.indices, X.indptr, problem.Y,
                       row_weights, problem.fit_intercept) + problem.penalty.value(
                           W[:n_coef])
 
@@ -165,6 +166,10 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     history = History()
     start = time.perf_counter()
     f0 = objective(problem, W, row_weights)
+    # Losses are non-negative: a run that climbs far above both its start and
+    # the objective at zero is diverging, even where it stays finite (the
+    # logistic loss grows only linearly).
+    divergence_bound = 10.0 * max(f0, objective(problem, np.zeros_like(W), row_weights))
     engine = InProcessEngine() if engine is None else engine
     with engine:
         engine.start(problem, W, seeds.spawn(n_workers + 1))
@@ -175,7 +180,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
             engine.run_epoch(problem.rounds_per_epoch)
             W = engine.coef
             f = objective(problem, W, row_weights)
-            _check_divergence(f, f0, W, epoch, problem.step_size)
+            _check_divergence(f, f0, divergence_bound, W, epoch, problem.step_size)
             history.record(objective_scale * f, engine.counters,
                            time.perf_counter() - start)
             change = np.max(np.abs(W - W_before))
@@ -199,9 +204,8 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
                      history=history.as_dict())
 
 
-def _check_divergence(f, f0, W, epoch, step_size):
-    # A convergent run never leaves the scale of its starting objective.
-    if np.isfinite(f) and np.all(np.isfinite(W)) and f <= 1e6 * (abs(f0) + 1.0):
+def _check_divergence(f, f0, bound, W, epoch, step_size):
+    if np.isfinite(f) and np.all(np.isfinite(W)) and f <= bound:
         return
     raise FloatingPointError(
         f"The fit diverged at epoch {epoch} with step_size={step_size:.4g} "

@@ -9,8 +9,11 @@ row's encoded target ``y`` (same length).  Each loss provides
 - ``curvature``: a bound on the largest eigenvalue of d^2 loss / d z^2, so that
   a row's smoothness is ``curvature * ||x||^2``.
 
-The two functions are numba-compiled so that the compiled solvers take them as
-arguments; nothing else in the library knows which loss it runs.
+The compiled solvers call ``loss_value(loss.id, ...)`` and
+``loss_derivative(loss.id, ...)``: the only place that knows which loss runs
+is the switch at the bottom of this file.  (Passing the compiled functions as
+arguments works too, but numba then recompiles every solver in every process
+instead of loading it from its cache.)
 """
 
 import numpy as np
@@ -75,12 +78,11 @@ def _squared_derivative(z, y, out):
 
 
 class Loss:
-    """A per-row loss: compiled value and derivative, and a curvature bound."""
+    """A per-row loss: its id in the compiled switch, and a curvature bound."""
 
-    def __init__(self, name, value, derivative, curvature):
+    def __init__(self, name, loss_id, curvature):
         self.name = name
-        self.value = value
-        self.derivative = derivative
+        self.id = loss_id
         self.curvature = curvature
 
     def __repr__(self):
@@ -92,15 +94,34 @@ class Loss:
 
 
 #: Binary logistic loss, targets in {0, 1}, one output: log(1 + e^z) - y z.
-LOGISTIC = Loss("logistic", _logistic_value, _logistic_derivative, 0.25)
+LOGISTIC = Loss("logistic", 0, 0.25)
 #: Multinomial (softmax cross-entropy) loss, one-hot targets, one output per
 #: class.  The Hessian diag(p) - p p^T has largest eigenvalue at most 1/2.
-MULTINOMIAL = Loss("multinomial", _multinomial_value, _multinomial_derivative, 0.5)
+MULTINOMIAL = Loss("multinomial", 1, 0.5)
 #: Half squared error 0.5 ||z - y||^2, one output per target.
-SQUARED = Loss("squared", _squared_value, _squared_derivative, 1.0)
+SQUARED = Loss("squared", 2, 1.0)
 
 _LOSSES = {loss.name: loss for loss in (LOGISTIC, MULTINOMIAL, SQUARED)}
 
 
 def by_name(name):
     return _LOSSES[name]
+
+
+@njit(cache=True)
+def loss_value(loss_id, z, y):
+    if loss_id == 0:
+        return _logistic_value(z, y)
+    if loss_id == 1:
+        return _multinomial_value(z, y)
+    return _squared_value(z, y)
+
+
+@njit(cache=True)
+def loss_derivative(loss_id, z, y, out):
+    if loss_id == 0:
+        _logistic_derivative(z, y, out)
+    elif loss_id == 1:
+        _multinomial_derivative(z, y, out)
+    else:
+        _squared_derivative(z, y, out)

@@ -18,6 +18,8 @@ The intercept is the last parameter row and is never penalised.
 import numpy as np
 from numba import njit
 
+from .losses import loss_derivative
+
 GD, SGD, SAGA = 0, 1, 2
 SOLVERS = {"gd": GD, "sgd": SGD, "saga": SAGA}
 
@@ -36,7 +38,7 @@ def row_margin(W, data, indices, indptr, r, fit_intercept, z):
 
 
 @njit(cache=True)
-def init_saga_table(derivative, W, data, indices, indptr, Y, c, fit_intercept,
+def init_saga_table(loss_id, W, data, indices, indptr, Y, c, fit_intercept,
                     alpha, abar):
     """Fill the SAGA table with the derivatives at W (one pass over the shard)."""
     p1, K = W.shape
@@ -46,7 +48,7 @@ def init_saga_table(derivative, W, data, indices, indptr, Y, c, fit_intercept,
     abar[:, :] = 0.0
     for r in range(n_rows):
         row_margin(W, data, indices, indptr, r, fit_intercept, z)
-        derivative(z, Y[r], dz)
+        loss_derivative(loss_id, z, Y[r], dz)
         a = c[r] / n_rows
         for k in range(K):
             alpha[r, k] = dz[k]
@@ -61,7 +63,7 @@ def init_saga_table(derivative, W, data, indices, indptr, Y, c, fit_intercept,
 
 
 @njit(cache=True)
-def local_estimate(solver, derivative, W, data, indices, indptr, Y, c, alpha, abar,
+def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
                    l2, fit_intercept, rows, selected, block_list, n_selected,
                    starts, column_block, out, z, dz):
     """Write worker i's estimate g_i on the selected blocks into ``out``."""
@@ -84,7 +86,7 @@ def local_estimate(solver, derivative, W, data, indices, indptr, Y, c, alpha, ab
     for i in range(n_used):
         r = i if solver == GD else rows[i]
         row_margin(W, data, indices, indptr, r, fit_intercept, z)
-        derivative(z, Y[r], dz)
+        loss_derivative(loss_id, z, Y[r], dz)
         if solver == SAGA:
             for k in range(K):
                 new = dz[k]

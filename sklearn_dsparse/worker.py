@@ -37,7 +37,7 @@ def emit_message(estimate, h, use_control_variates, block_list, n_selected,
 
 
 @njit(cache=True)
-def worker_round(solver, derivative, W, data, indices, indptr, Y, c, alpha, abar, h,
+def worker_round(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar, h,
                  l2, fit_intercept, use_control_variates, scale, sends_all,
                  u_blocks, u_rows, batch, starts, column_block, scratch_selected,
                  block_list, rows, scratch_seen, estimate, z, dz, values):
@@ -54,7 +54,7 @@ def worker_round(solver, derivative, W, data, indices, indptr, Y, c, alpha, abar
     b = min(batch, n_rows)
     if solver != GD:
         floyd_sample(u_rows[:b], n_rows, scratch_seen, rows[:b])
-    local_estimate(solver, derivative, W, data, indices, indptr, Y, c, alpha, abar,
+    local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
                    l2, fit_intercept, rows[:b], scratch_selected, block_list,
                    n_selected, starts, column_block, estimate, z, dz)
     n_values = emit_message(estimate, h, use_control_variates, block_list,

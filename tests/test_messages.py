@@ -174,7 +174,6 @@ def _check_common(est, n_features):
 
 def test_fit_accounting_equal_blocks(data):
     # 320 features, 64 blocks of 5: every uplink message is 16 + 4*4 + 8*4*5 bytes.
-    X, y = data[320]
     partition = BlockPartition(320, N_BLOCKS)
     assert np.all(partition.sizes == 5)
     est, u = _fitted(data, 320, "independent")
@@ -205,7 +204,6 @@ def test_fit_accounting_equal_blocks(data):
 
 def test_fit_accounting_unequal_blocks(data):
     # 300 features: 44 blocks of 5 and 20 of 4.
-    X, y = data[300]
     partition = BlockPartition(300, N_BLOCKS)
     assert np.bincount(partition.sizes).tolist() == [0, 0, 0, 0, 20, 44]
     est, u = _fitted(data, 300, "independent")
@@ -227,7 +225,6 @@ def test_fit_accounting_unequal_blocks(data):
 
 
 def test_fit_accounting_dense(data):
-    X, y = data[300]
     est, u = _fitted(data, 300, "none")
     assert u.shape == (N_WORKERS, MAX_ITER, 0)  # Dense draws nothing
     comm, rounds = _check_common(est, 300)
@@ -239,12 +236,7 @@ def test_fit_accounting_dense(data):
     assert comm["blocks_sent"] == rounds * N_WORKERS * N_BLOCKS
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "blocks_per_worker_ reports the 'auto' value round(n_blocks / n_workers) = 4 "
-    "for sparsifier='none', although every worker sent all 64 blocks (the "
-    "docstring: 'The number of blocks each worker sent per round')."))
 def test_dense_fit_reports_all_blocks_per_worker(data):
-    X, y = data[300]
     est, _ = _fitted(data, 300, "none")
     assert est.communication_["blocks_sent"] == MAX_ITER * N_WORKERS * N_BLOCKS
     assert est.blocks_per_worker_ == N_BLOCKS
@@ -253,7 +245,6 @@ def test_dense_fit_reports_all_blocks_per_worker(data):
 def test_fit_accounting_shared(data):
     # Every worker sends the same tau blocks, so the broadcast is one of those
     # messages per worker: downlink == uplink, whatever the block sizes.
-    X, y = data[300]
     est, u = _fitted(data, 300, "shared")
     comm, rounds = _check_common(est, 300)
     assert np.all(u == u[0])

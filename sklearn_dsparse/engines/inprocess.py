@@ -18,7 +18,7 @@ from .base import Engine
 
 
 @njit(cache=True)
-def _run_rounds(solver, derivative, W, hbar, data, indices, indptr, Y, c, alpha,
+def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
                 abar, h, shard_starts, weights, l2, l1, fit_intercept,
                 use_control_variates, step, scale, sends_all, starts, column_block,
                 u_blocks, u_rows, batch, counters):
@@ -46,7 +46,7 @@ def _run_rounds(solver, derivative, W, hbar, data, indices, indptr, Y, c, alpha,
             s = shard_starts[i]
             e = shard_starts[i + 1]
             n_sel, n_val = worker_round(
-                solver, derivative, W, data, indices, indptr[s:e + 1], Y[s:e],
+                solver, loss_id, W, data, indices, indptr[s:e + 1], Y[s:e],
                 c[s:e], alpha[s:e], abar[i], h[i],
                 l2, fit_intercept, use_control_variates, scale, sends_all,
                 u_blocks[i, rnd], u_rows[i, rnd], batch, starts, column_block,
@@ -77,7 +77,7 @@ class InProcessEngine(Engine):
             self._abar = np.zeros((n, p1, K))
             for i in range(n):
                 s, e = pb.shard_starts[i], pb.shard_starts[i + 1]
-                init_saga_table(pb.loss.derivative, self._W, pb.X.data, pb.X.indices,
+                init_saga_table(pb.loss.id, self._W, pb.X.data, pb.X.indices,
                                 pb.X.indptr[s:e + 1], pb.Y[s:e], pb.c[s:e],
                                 pb.fit_intercept, self._alpha[s:e], self._abar[i])
         else:
@@ -94,7 +94,7 @@ class InProcessEngine(Engine):
         u_blocks = pb.sparsifier.draw(self._worker_rngs, self._shared_rng, n_rounds)
         width = 0 if pb.solver_name == "gd" else pb.batch_size
         u_rows = np.stack([rng.random((n_rounds, width)) for rng in self._worker_rngs])
-        _run_rounds(pb.solver, pb.loss.derivative, self._W, self._hbar, pb.X.data,
+        _run_rounds(pb.solver, pb.loss.id, self._W, self._hbar, pb.X.data,
                     pb.X.indices, pb.X.indptr, pb.Y, pb.c, self._alpha, self._abar,
                     self._h, pb.shard_starts, pb.weights, pb.penalty.l2,
                     pb.penalty.l1, pb.fit_intercept, pb.use_control_variates,

@@ -76,12 +76,13 @@ class DistributedSparseMixin:
                 "blocks_per_worker='auto'.")
         else:
             tau = self.blocks_per_worker
-        if self.sparsifier == "none" and tau != n_blocks and \
-                self.blocks_per_worker != "auto":
-            raise ValueError(
-                f"sparsifier='none' sends all n_blocks={n_blocks} blocks, but "
-                f"blocks_per_worker={self.blocks_per_worker}. Set "
-                "blocks_per_worker='auto', or sparsifier='independent'.")
+        if self.sparsifier == "none":
+            if self.blocks_per_worker not in ("auto", n_blocks):
+                raise ValueError(
+                    f"sparsifier='none' sends all n_blocks={n_blocks} blocks, but "
+                    f"blocks_per_worker={self.blocks_per_worker}. Set "
+                    "blocks_per_worker='auto', or sparsifier='independent'.")
+            tau = n_blocks
         return n_blocks, tau
 
     @staticmethod
