@@ -1,0 +1,119 @@
+"""The step_size="auto" rule: its formula, its constants, and that it is safe."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose
+from sklearn.exceptions import ConvergenceWarning
+
+from sklearn_dsparse import DistributedSparseLogisticRegression, DistributedSparseRidge
+from sklearn_dsparse.sparsifiers import Dense, Independent, Shared
+from sklearn_dsparse.step_size import (auto_step_size, gram_top_eigenvalue,
+                                       minibatch_smoothness)
+
+from conftest import load
+
+
+def test_rule_per_sparsifier():
+    weights = np.array([0.5, 0.3, 0.2])
+    s2 = np.sum(weights ** 2)
+    L_F, L_b, m, tau = 3.0, 7.0, 12, 4
+    omega = m / tau - 1
+    assert_allclose(auto_step_size(Independent(m, tau), weights, L_F, L_b),
+                    1 / (2 * (L_F + (1 + omega) * s2 * L_b)))
+    assert_allclose(auto_step_size(Shared(m, tau), weights, L_F, L_b),
+                    1 / (2 * (1 + omega) * (L_F + s2 * L_b)))
+    assert_allclose(auto_step_size(Dense(m), weights, L_F, L_b),
+                    1 / (2 * (L_F + s2 * L_b)))
+    # with c = 4, tau = m / n and equal shards the independent rule is ISEGA's
+    # 1 / (4 L (1 + m / (n tau))) when L_F = L_b = L
+    n = 4
+    assert_allclose(auto_step_size(Independent(8, 2), np.full(n, 1 / n), 1.0, 1.0,
+                                   safety=4), 1 / (4 * (1 + 8 / (n * 2))))
+
+
+def test_minibatch_smoothness_interpolates_between_row_and_shard():
+    assert minibatch_smoothness(2.0, 9.0, 100, 1) == pytest.approx(9.0)
+    assert minibatch_smoothness(2.0, 9.0, 100, 100) == pytest.approx(2.0)
+    assert minibatch_smoothness(2.0, 9.0, 100, 500) == pytest.approx(2.0)
+    mid = minibatch_smoothness(2.0, 9.0, 100, 10)
+    assert 2.0 < mid < 9.0
+
+
+@pytest.mark.parametrize("n_features", [30, 1500])  # dense Gram and ARPACK paths
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_gram_top_eigenvalue(n_features, fit_intercept):
+    rng = np.random.RandomState(0)
+    X = sp.random(200, n_features, density=0.05, format="csr", random_state=rng)
+    w = rng.rand(200)
+    Xd = X.toarray()
+    if fit_intercept:
+        Xd = np.hstack([Xd, np.ones((200, 1))])
+    expected = np.linalg.eigvalsh(Xd.T @ (w[:, None] * Xd))[-1]
+    assert gram_top_eigenvalue(X, w, fit_intercept) == pytest.approx(expected, rel=1e-5)
+
+
+def problems():
+    """(dataset, loss) pairs: every loss on every dataset it applies to."""
+    out = []
+    for name in ["a1a", "a5a", "a9a", "a9a.t", "mushrooms", "phishing", "news20",
+                 "abalone_scale"]:
+        out += [(name, "logistic"), (name, "squared")]
+    out += [("news20", "multinomial"), ("abalone_scale", "multinomial")]
+    return out
+
+
+def data_for(name, loss):
+    X, y = load(name)
+    if name == "news20":
+        X, y = X[:3000], y[:3000]  # the full set is in the slow study below
+    if loss == "logistic":
+        y = (y == np.max(y)) if name in ("news20", "abalone_scale") else y
+    elif loss == "multinomial" and name == "abalone_scale":
+        y = np.digitize(y, [8, 11])
+    elif loss == "squared":
+        y = y.astype(np.float64)
+    return X, y
+
+
+@pytest.mark.parametrize("sparsifier", ["independent", "shared", "none"])
+@pytest.mark.parametrize("solver", ["saga", "sgd", "gd"])
+@pytest.mark.parametrize("name, loss", problems())
+def test_auto_step_never_diverges(name, loss, solver, sparsifier):
+    X, y = data_for(name, loss)
+    epochs = 3 if X.shape[0] * X.shape[1] > 3e6 else 10
+    if loss == "squared":
+        est = DistributedSparseRidge(alpha=1.0)
+    else:
+        est = DistributedSparseLogisticRegression(C=1.0)
+    est.set_params(solver=solver, sparsifier=sparsifier, n_workers=16,
+                   max_iter=epochs, tol=0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    objective = est.history_["objective"]
+    assert np.all(np.isfinite(objective))
+    assert objective[-1] < objective[0]
+    assert np.max(objective) <= objective[0] * (1 + 1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sparsifier", ["independent", "shared", "none"])
+@pytest.mark.parametrize("solver", ["saga", "sgd", "gd"])
+@pytest.mark.parametrize("loss", ["logistic", "multinomial", "squared"])
+def test_auto_step_never_diverges_on_full_news20(loss, solver, sparsifier):
+    X, y = load("news20")
+    if loss == "logistic":
+        y = y == 1
+    est = (DistributedSparseRidge(alpha=1.0) if loss == "squared"
+           else DistributedSparseLogisticRegression(C=1.0))
+    est.set_params(solver=solver, sparsifier=sparsifier, n_workers=16, max_iter=5,
+                   tol=0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y.astype(np.float64) if loss == "squared" else y)
+    objective = est.history_["objective"]
+    assert np.all(np.isfinite(objective))
+    assert np.max(objective[1:]) < objective[0]
