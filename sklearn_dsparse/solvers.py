@@ -68,21 +68,29 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
                    starts, column_block, out, z, dz):
     """Write worker i's estimate g_i on the selected blocks into ``out``."""
     p1, K = W.shape
-    n_coef = p1 - 1 if fit_intercept else p1
+    n_penalised = (p1 - 1 if fit_intercept else p1) * K
+    w = W.reshape(-1)
+    est = out.reshape(-1)
+    table_mean = abar.reshape(-1)
     for j in range(n_selected):
         b = block_list[j]
-        for col in range(starts[b], starts[b + 1]):
-            for k in range(K):
-                v = l2 * W[col, k] if col < n_coef else 0.0
-                if solver == SAGA:
-                    v += abar[col, k]
-                out[col, k] = v
+        lo = starts[b] * K
+        hi = starts[b + 1] * K
+        mid = min(max(lo, n_penalised), hi)
+        for i in range(lo, mid):
+            est[i] = l2 * w[i]
+        for i in range(mid, hi):
+            est[i] = 0.0
+        if solver == SAGA:
+            for i in range(lo, hi):
+                est[i] += table_mean[i]
 
     n_shard = Y.shape[0]
     n_used = n_shard if solver == GD else rows.shape[0]
     inv_used = 1.0 / n_used
     inv_shard = 1.0 / n_shard
     intercept_selected = fit_intercept and selected[column_block[p1 - 1]]
+    every_block = n_selected == starts.shape[0] - 1
     for i in range(n_used):
         r = i if solver == GD else rows[i]
         row_margin(W, data, indices, indptr, r, fit_intercept, z)
@@ -97,7 +105,7 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
         for t in range(indptr[r], indptr[r + 1]):
             col = indices[t]
             v = data[t]
-            if selected[column_block[col]]:
+            if every_block or selected[column_block[col]]:
                 for k in range(K):
                     out[col, k] += g * v * dz[k]
             if solver == SAGA:

@@ -18,21 +18,25 @@ def emit_message(estimate, h, use_control_variates, block_list, n_selected,
 
     With control variates the worker then sets ``h_i = g_i`` on those blocks
     (METHOD.md step 6), from the values it sent and nothing else.  Returns the
-    number of values written.
+    number of values written.  Block b is the flat range
+    ``starts[b] * K : starts[b + 1] * K`` of the C-contiguous arrays.
     """
     K = estimate.shape[1]
+    g = estimate.reshape(-1)
     pos = 0
     for j in range(n_selected):
         b = block_list[j]
-        for col in range(starts[b], starts[b + 1]):
-            for k in range(K):
-                g = estimate[col, k]
-                if use_control_variates:
-                    values[pos] = scale * (g - h[col, k])
-                    h[col, k] = g
-                else:
-                    values[pos] = scale * g
-                pos += 1
+        lo = starts[b] * K
+        hi = starts[b + 1] * K
+        if use_control_variates:
+            hf = h.reshape(-1)
+            for i in range(lo, hi):
+                values[pos + i - lo] = scale * (g[i] - hf[i])
+                hf[i] = g[i]
+        else:
+            for i in range(lo, hi):
+                values[pos + i - lo] = scale * g[i]
+        pos += hi - lo
     return pos
 
 

@@ -91,7 +91,9 @@ SHARED_ATTRIBUTES = """\
     history_ : dict of ndarray
         One entry per epoch, the starting point first: ``objective`` (the
         objective as written above), ``rounds`` and ``uplink_bytes``
-        (cumulative) and ``seconds``.  ``pandas.DataFrame(est.history_)``.
+        (cumulative) and ``seconds`` (cumulative time spent fitting: the
+        workers' set-up and rounds, not the objective evaluations recorded
+        here).  ``pandas.DataFrame(est.history_)``.
 
     n_features_in_ : int
         Number of features seen during fit.
