@@ -9,6 +9,7 @@ as a remote worker would.
 import numpy as np
 from numba import njit
 
+from .. import _lazy
 from ..accounting import new_counters
 from ..master import aggregate_message, master_step
 from ..messages import message_nbytes
@@ -87,6 +88,11 @@ class InProcessEngine(Engine):
         # Every worker replays the shared stream; in one process one copy serves all.
         self._shared_rng = np.random.default_rng(seed_sequences[n])
         self._counters = new_counters()
+        self._lazy = _lazy.applies(pb)
+        if self._lazy:
+            # Only the weighted table mean enters a dense round.
+            self._abar_total = np.tensordot(pb.weights, self._abar, axes=1) if \
+                pb.solver == SAGA else np.zeros_like(self._W)
         return self
 
     def run_epoch(self, n_rounds):
@@ -94,6 +100,13 @@ class InProcessEngine(Engine):
         u_blocks = pb.sparsifier.draw(self._worker_rngs, self._shared_rng, n_rounds)
         width = 0 if pb.solver_name == "gd" else pb.batch_size
         u_rows = np.stack([rng.random((n_rounds, width)) for rng in self._worker_rngs])
+        if self._lazy:
+            _lazy.run_lazy_rounds(
+                pb.solver, pb.loss.id, self._W, self._abar_total, pb.X.data,
+                pb.X.indices, pb.X.indptr, pb.Y, pb.c, self._alpha, pb.shard_starts,
+                pb.weights, pb.penalty.l2, pb.fit_intercept, pb.step_size, u_rows,
+                pb.batch_size, pb.partition.n_blocks, self._counters)
+            return
         _run_rounds(pb.solver, pb.loss.id, self._W, self._hbar, pb.X.data,
                     pb.X.indices, pb.X.indptr, pb.Y, pb.c, self._alpha, self._abar,
                     self._h, pb.shard_starts, pb.weights, pb.penalty.l2,

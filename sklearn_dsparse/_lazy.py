@@ -1,0 +1,137 @@
+"""Dense rounds computed lazily, in O(nnz of the minibatches) per round.
+
+When every worker sends every block (``sparsifier="none"``, or
+``blocks_per_worker == n_blocks``, e.g. one worker), without control variates
+or an L1 part, the round of ``worker.worker_round`` + ``master.master_step`` is
+
+    W <- W - step (S + abar + l2 W_penalised),
+
+with ``abar = sum_i w_i abar_i`` the weighted SAGA table mean (zero for sgd) and
+S the weighted minibatch corrections, which are non-zero only on the features
+of the rows drawn.  A parameter row outside them moves by the same affine map
+every round until a drawn row uses it, so its k pending rounds are applied at
+once, in closed form, just before it is read (scikit-learn's SAGA does the
+same "just in time"):
+
+    W <- q^k W - step abar (1 - q^k) / (1 - q),   q = 1 - step l2.
+
+The iterates are those of the message-passing rounds up to rounding (tested in
+test_lazy.py); messages are counted exactly as those rounds send them.
+"""
+
+import numpy as np
+from numba import njit
+
+from .losses import loss_derivative
+from .messages import message_nbytes
+from .solvers import SAGA, row_margin
+from .sparsifiers import floyd_sample
+
+
+def applies(problem):
+    """Whether ``run_lazy_rounds`` computes this problem's rounds."""
+    sparsifier = problem.sparsifier
+    return (sparsifier.blocks_per_worker == sparsifier.n_blocks
+            and not problem.use_control_variates and problem.penalty.l1 == 0.0
+            and problem.solver_name in ("saga", "sgd"))
+
+
+@njit(cache=True)
+def _catch_up(W, abar, last, j, now, step, decay, n_coef):
+    k = now - last[j]
+    if k == 0:
+        return
+    K = W.shape[1]
+    if j < n_coef and decay != 1.0:
+        qk = decay ** k
+        geometric = (1.0 - qk) / (1.0 - decay)
+        for c in range(K):
+            W[j, c] = qk * W[j, c] - step * geometric * abar[j, c]
+    else:
+        for c in range(K):
+            W[j, c] -= k * step * abar[j, c]
+    last[j] = now
+
+
+@njit(cache=True)
+def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha,
+                    shard_starts, weights, l2, fit_intercept, step, u_rows, batch,
+                    n_blocks, counters):
+    """The rounds of one epoch; W and abar (the weighted table mean) in place."""
+    n_workers = weights.shape[0]
+    p1, K = W.shape
+    n_coef = p1 - 1 if fit_intercept else p1
+    n_rounds = u_rows.shape[1]
+    decay = 1.0 - step * l2
+    last = np.zeros(p1, dtype=np.int64)
+    correction = np.zeros((p1, K))  # S of the docstring
+    table_change = np.zeros((p1, K))
+    marked = np.zeros(p1, dtype=np.bool_)
+    used = np.empty(p1, dtype=np.int64)
+    max_rows = 0
+    for i in range(n_workers):
+        max_rows = max(max_rows, shard_starts[i + 1] - shard_starts[i])
+    seen = np.zeros(max_rows, dtype=np.bool_)
+    rows = np.empty(max(batch, 1), dtype=np.int64)
+    z = np.empty(K)
+    dz = np.empty(K)
+    message = message_nbytes(n_blocks, p1 * K, n_blocks, 8)
+    for now in range(n_rounds):
+        n_used = 0
+        for i in range(n_workers):
+            s = shard_starts[i]
+            n_rows = shard_starts[i + 1] - s
+            b = min(batch, n_rows)
+            floyd_sample(u_rows[i, now, :b], n_rows, seen, rows[:b])
+            for q in range(b):
+                r = s + rows[q]
+                for t in range(indptr[r], indptr[r + 1]):
+                    _catch_up(W, abar, last, indices[t], now, step, decay, n_coef)
+                if fit_intercept:
+                    _catch_up(W, abar, last, p1 - 1, now, step, decay, n_coef)
+                row_margin(W, data, indices, indptr, r, fit_intercept, z)
+                loss_derivative(loss_id, z, Y[r], dz)
+                if solver == SAGA:
+                    for k in range(K):
+                        new = dz[k]
+                        dz[k] = new - alpha[r, k]
+                        alpha[r, k] = new
+                g = weights[i] * c[r] / b
+                a = weights[i] * c[r] / n_rows
+                for t in range(indptr[r], indptr[r + 1]):
+                    j = indices[t]
+                    v = data[t]
+                    for k in range(K):
+                        correction[j, k] += g * v * dz[k]
+                        table_change[j, k] += a * v * dz[k]
+                    if not marked[j]:
+                        marked[j] = True
+                        used[n_used] = j
+                        n_used += 1
+                if fit_intercept:
+                    j = p1 - 1
+                    for k in range(K):
+                        correction[j, k] += g * dz[k]
+                        table_change[j, k] += a * dz[k]
+                    if not marked[j]:
+                        marked[j] = True
+                        used[n_used] = j
+                        n_used += 1
+            counters[1] += message
+            counters[4] += n_blocks
+        for u in range(n_used):
+            j = used[u]
+            shrink = l2 if j < n_coef else 0.0
+            for k in range(K):
+                W[j, k] -= step * (correction[j, k] + abar[j, k] + shrink * W[j, k])
+                correction[j, k] = 0.0
+                if solver == SAGA:
+                    abar[j, k] += table_change[j, k]
+                table_change[j, k] = 0.0
+            last[j] = now + 1
+            marked[j] = False
+        counters[0] += 1
+        counters[2] += n_workers * message
+        counters[3] += n_workers * message
+    for j in range(p1):
+        _catch_up(W, abar, last, j, n_rounds, step, decay, n_coef)

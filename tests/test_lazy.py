@@ -1,0 +1,74 @@
+"""The lazy dense rounds give the message-passing rounds' iterates and bytes."""
+
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+
+from sklearn_dsparse import DistributedSparseLogisticRegression, DistributedSparseRidge
+from sklearn_dsparse import _lazy
+
+from conftest import abalone_classes, load
+
+
+def fit_both(monkeypatch, make):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lazy = make().fit(*make.data)
+        with monkeypatch.context() as m:
+            m.setattr(_lazy, "applies", lambda problem: False)
+            eager = make().fit(*make.data)
+    return lazy, eager
+
+
+@pytest.mark.parametrize("solver", ["saga", "sgd"])
+@pytest.mark.parametrize("problem", ["binary", "multinomial", "ridge"])
+@pytest.mark.parametrize("n_workers, sparsifier", [(1, "independent"), (3, "none")])
+def test_lazy_rounds_match_message_rounds(monkeypatch, solver, problem, n_workers,
+                                          sparsifier):
+    if problem == "binary":
+        X, y = load("a1a")
+        est = DistributedSparseLogisticRegression(C=0.5)
+    elif problem == "multinomial":
+        X, y = abalone_classes()
+        est = DistributedSparseLogisticRegression(C=0.5)
+    else:
+        X, y = load("abalone_scale")
+        est = DistributedSparseRidge(alpha=1.0)
+    est.set_params(solver=solver, n_workers=n_workers, sparsifier=sparsifier,
+                   batch_size=4, max_iter=4, tol=0, random_state=0)
+
+    def make():
+        return clone(est)
+    make.data = (X, y)
+    lazy, eager = fit_both(monkeypatch, make)
+    assert_allclose(lazy.coef_, eager.coef_, rtol=1e-9, atol=1e-12)
+    assert_allclose(lazy.intercept_, eager.intercept_, rtol=1e-9, atol=1e-12)
+    assert dict(lazy.communication_) == dict(eager.communication_)
+    assert_allclose(lazy.history_["objective"], eager.history_["objective"], rtol=1e-9)
+
+
+def test_lazy_rounds_are_used_only_where_they_apply():
+    X, y = load("a1a")
+    seen = []
+    original = _lazy.applies
+
+    def spy(problem):
+        seen.append(original(problem))
+        return seen[-1]
+
+    _lazy.applies = spy
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for params in [dict(n_workers=1), dict(sparsifier="none"),
+                           dict(n_workers=4), dict(n_workers=1, l1_ratio=0.5),
+                           dict(n_workers=1, solver="gd"),
+                           dict(n_workers=1, control_variates=True)]:
+                DistributedSparseLogisticRegression(max_iter=1, **params).fit(X, y)
+    finally:
+        _lazy.applies = original
+    assert seen == [True, True, False, False, False, False]
