@@ -17,7 +17,9 @@ from conftest import abalone_classes, load
 def fit_both(monkeypatch, make):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        lazy = make().fit(*make.data)
+        with monkeypatch.context() as m:
+            m.setattr(_lazy, "cheaper", lambda problem: True)
+            lazy = make().fit(*make.data)
         with monkeypatch.context() as m:
             m.setattr(_lazy, "applies", lambda problem: False)
             eager = make().fit(*make.data)
@@ -61,6 +63,8 @@ def test_lazy_rounds_are_used_only_where_they_apply():
         return seen[-1]
 
     _lazy.applies = spy
+    cheaper = _lazy.cheaper
+    _lazy.cheaper = lambda problem: True
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -71,4 +75,22 @@ def test_lazy_rounds_are_used_only_where_they_apply():
                 DistributedSparseLogisticRegression(max_iter=1, **params).fit(X, y)
     finally:
         _lazy.applies = original
+        _lazy.cheaper = cheaper
     assert seen == [True, True, False, False, False, False]
+
+
+def test_lazy_rounds_are_chosen_when_the_model_is_wider_than_a_round():
+    X, y = load("a1a")  # 124 parameter rows, ~14 non-zeros per row
+    fit = lambda **params: DistributedSparseLogisticRegression(
+        n_workers=1, max_iter=1, **params).fit(X, y)
+    seen = []
+    original = _lazy.cheaper
+    _lazy.cheaper = lambda problem: seen.append(original(problem)) or seen[-1]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fit(batch_size=1)
+            fit(batch_size=16)
+    finally:
+        _lazy.cheaper = original
+    assert seen == [True, False]
