@@ -9,11 +9,10 @@ or an L1 part, the round of ``worker.worker_round`` + ``master.master_step`` is
 with ``abar = sum_i w_i abar_i`` the weighted SAGA table mean (zero for sgd) and
 S the weighted minibatch corrections, which are non-zero only on the features
 of the rows drawn.  A parameter row outside them moves by the same affine map
-every round until a drawn row uses it, so its k pending rounds are applied at
-once, in closed form, just before it is read (scikit-learn's SAGA does the
-same "just in time"):
-
-    W <- q^k W - step abar (1 - q^k) / (1 - q),   q = 1 - step l2.
+every round until a drawn row uses it, so its pending rounds are applied at
+once just before it is read (scikit-learn's SAGA does the same "just in
+time"), with a global scale for the l2 shrinkage and cumulative sums for the
+table-mean steps (see ``run_lazy_rounds``).
 
 The iterates are those of the message-passing rounds up to rounding (tested in
 test_lazy.py); messages are counted exactly as those rounds send them.
@@ -46,34 +45,51 @@ def cheaper(problem):
 
 
 @njit(cache=True)
-def _catch_up(W, abar, last, j, now, step, decay, n_coef):
-    k = now - last[j]
-    if k == 0:
+def _catch_up(W, abar, last, cumulative, j, now, step, n_coef):
+    """Apply rounds last[j]..now-1 to row j, which no drawn row used."""
+    then = last[j]
+    if then == now:
         return
     K = W.shape[1]
-    if j < n_coef and decay != 1.0:
-        qk = decay ** k
-        geometric = (1.0 - qk) / (1.0 - decay)
-        for c in range(K):
-            W[j, c] = qk * W[j, c] - step * geometric * abar[j, c]
+    if j < n_coef:
+        f = cumulative[now] - cumulative[then]
     else:
-        for c in range(K):
-            W[j, c] -= k * step * abar[j, c]
+        f = step * (now - then)
+    for c in range(K):
+        W[j, c] -= f * abar[j, c]
     last[j] = now
+
+
+@njit(cache=True)
+def _rescale(W, abar, last, cumulative, now, step, n_coef, scale):
+    """Bring every row to round ``now`` and fold the scale into the coefficients."""
+    for j in range(W.shape[0]):
+        _catch_up(W, abar, last, cumulative, j, now, step, n_coef)
+    for j in range(n_coef):
+        for c in range(W.shape[1]):
+            W[j, c] *= scale
 
 
 @njit(cache=True)
 def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha,
                     shard_starts, weights, l2, fit_intercept, step, u_rows, batch,
                     n_blocks, counters):
-    """The rounds of one epoch; W and abar (the weighted table mean) in place."""
+    """The rounds of one epoch; W and abar (the weighted table mean) in place.
+
+    During the epoch the coefficient rows hold V with W = scale * V, so that
+    the l2 shrinkage of every row is one multiplication of ``scale`` per round
+    (scikit-learn's ``wscale``), and ``cumulative[t]`` sums step / scale over
+    rounds, so that a row's pending table-mean steps are one subtraction.
+    """
     n_workers = weights.shape[0]
     p1, K = W.shape
     n_coef = p1 - 1 if fit_intercept else p1
     n_rounds = u_rows.shape[1]
     decay = 1.0 - step * l2
+    scale = 1.0
+    cumulative = np.zeros(n_rounds + 1)
     last = np.zeros(p1, dtype=np.int64)
-    correction = np.zeros((p1, K))  # S of the docstring
+    correction = np.zeros((p1, K))  # S of the module docstring
     table_change = np.zeros((p1, K))
     marked = np.zeros(p1, dtype=np.bool_)
     used = np.empty(p1, dtype=np.int64)
@@ -94,11 +110,19 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
             floyd_sample(u_rows[i, now, :b], n_rows, seen, rows[:b])
             for q in range(b):
                 r = s + rows[q]
+                for k in range(K):
+                    z[k] = 0.0
                 for t in range(indptr[r], indptr[r + 1]):
-                    _catch_up(W, abar, last, indices[t], now, step, decay, n_coef)
+                    j = indices[t]
+                    _catch_up(W, abar, last, cumulative, j, now, step, n_coef)
+                    for k in range(K):
+                        z[k] += data[t] * W[j, k]
+                for k in range(K):
+                    z[k] *= scale
                 if fit_intercept:
-                    _catch_up(W, abar, last, p1 - 1, now, step, decay, n_coef)
-                row_margin(W, data, indices, indptr, r, fit_intercept, z)
+                    _catch_up(W, abar, last, cumulative, p1 - 1, now, step, n_coef)
+                    for k in range(K):
+                        z[k] += W[p1 - 1, k]
                 loss_derivative(loss_id, z, Y[r], dz)
                 if solver == SAGA:
                     for k in range(K):
@@ -128,19 +152,25 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
                         n_used += 1
             counters[1] += message
             counters[4] += n_blocks
+        # W <- decay * W - step (S + abar): on the scaled rows, V -= step (S + abar) / scale+
+        new_scale = scale * decay
         for u in range(n_used):
             j = used[u]
-            shrink = l2 if j < n_coef else 0.0
+            f = step / new_scale if j < n_coef else step
             for k in range(K):
-                W[j, k] -= step * (correction[j, k] + abar[j, k] + shrink * W[j, k])
+                W[j, k] -= f * (correction[j, k] + abar[j, k])
                 correction[j, k] = 0.0
                 if solver == SAGA:
                     abar[j, k] += table_change[j, k]
                 table_change[j, k] = 0.0
             last[j] = now + 1
             marked[j] = False
+        scale = new_scale
+        cumulative[now + 1] = cumulative[now] + step / scale
+        if scale < 1e-6:  # keep V within range: fold the scale in, O(d), rarely
+            _rescale(W, abar, last, cumulative, now + 1, step, n_coef, scale)
+            scale = 1.0
         counters[0] += 1
         counters[2] += n_workers * message
         counters[3] += n_workers * message
-    for j in range(p1):
-        _catch_up(W, abar, last, j, n_rounds, step, decay, n_coef)
+    _rescale(W, abar, last, cumulative, n_rounds, step, n_coef, scale)
