@@ -44,7 +44,8 @@ def cheaper(problem):
     return problem.partition.n_columns > nnz_per_round
 
 
-@njit(cache=True)
+# Inlined: it runs once per non-zero, where a call costs a fifth of the round.
+@njit(cache=True, inline="always")
 def _catch_up(W, abar, last, cumulative, j, now, step, n_coef):
     """Apply rounds last[j]..now-1 to row j, which no drawn row used."""
     then = last[j]
