@@ -203,7 +203,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
         warnings.warn(
             f"The max_iter={max_iter} epochs were reached before the relative "
             f"change of the coefficients fell below tol={tol}: increase "
-            "max_iter, or the step size.", ConvergenceWarning)
+            "max_iter, or the step size.", ConvergenceWarning, stacklevel=3)
     return FitResult(coef=W, n_iter=epoch, step_size=problem.step_size,
                      communication=CommunicationStats(counters),
                      history=history.as_dict())

@@ -23,7 +23,7 @@ from numba import njit
 
 from .losses import loss_derivative
 from .messages import message_nbytes
-from .solvers import SAGA, row_margin
+from .solvers import SAGA
 from .sparsifiers import floyd_sample
 
 

@@ -36,7 +36,7 @@ SHARED_PARAMETERS = """\
     control_variates : bool or "auto", default="auto"
         Whether workers send ``g_i - h_i`` and keep the memory ``h_i``
         (ISEGA/DIANA) so the compression noise vanishes at the optimum.
-        "auto" turns them on unless ``sparsifier="none"``.
+        "auto" turns them on whenever workers send fewer than all blocks.
 
     batch_size : int, default=16
         Rows per worker per round for "saga" and "sgd" (clipped to the shard
