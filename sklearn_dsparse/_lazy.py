@@ -89,9 +89,10 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
     decay = 1.0 - step * l2
     scale = 1.0
     cumulative = np.zeros(n_rounds + 1)
-    last = np.zeros(p1, dtype=np.int64)
-    correction = np.zeros((p1, K))  # S of the module docstring
-    table_change = np.zeros((p1, K))
+    last = np.zeros(p1, dtype=np.int32)
+    # pending[j, 0] is S of the module docstring, pending[j, 1] the change of
+    # the table mean; side by side so that a row's scatter touches one line.
+    pending = np.zeros((p1, 2, K))
     marked = np.zeros(p1, dtype=np.bool_)
     used = np.empty(p1, dtype=np.int64)
     max_rows = 0
@@ -136,8 +137,8 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
                     j = indices[t]
                     v = data[t]
                     for k in range(K):
-                        correction[j, k] += g * v * dz[k]
-                        table_change[j, k] += a * v * dz[k]
+                        pending[j, 0, k] += g * v * dz[k]
+                        pending[j, 1, k] += a * v * dz[k]
                     if not marked[j]:
                         marked[j] = True
                         used[n_used] = j
@@ -145,8 +146,8 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
                 if fit_intercept:
                     j = p1 - 1
                     for k in range(K):
-                        correction[j, k] += g * dz[k]
-                        table_change[j, k] += a * dz[k]
+                        pending[j, 0, k] += g * dz[k]
+                        pending[j, 1, k] += a * dz[k]
                     if not marked[j]:
                         marked[j] = True
                         used[n_used] = j
@@ -159,11 +160,11 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
             j = used[u]
             f = step / new_scale if j < n_coef else step
             for k in range(K):
-                W[j, k] -= f * (correction[j, k] + abar[j, k])
-                correction[j, k] = 0.0
+                W[j, k] -= f * (pending[j, 0, k] + abar[j, k])
                 if solver == SAGA:
-                    abar[j, k] += table_change[j, k]
-                table_change[j, k] = 0.0
+                    abar[j, k] += pending[j, 1, k]
+                pending[j, 0, k] = 0.0
+                pending[j, 1, k] = 0.0
             last[j] = now + 1
             marked[j] = False
         scale = new_scale
