@@ -21,7 +21,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .accounting import CommunicationStats, History
 from .blocks import BlockPartition
-from .engines import InProcessEngine
+from .engines import engine_for
 from .losses import loss_value
 from .solvers import GD, SOLVERS, row_margin
 from .sparsifiers import SPARSIFIERS
@@ -126,7 +126,7 @@ def smoothness_constants(problem, sample_weight):
 def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
                 fit_intercept, solver, n_workers, n_blocks, blocks_per_worker,
                 sparsifier, control_variates, batch_size, step_size, max_iter, tol,
-                random_state, verbose, coef_init, engine=None):
+                random_state, verbose, coef_init, n_jobs=None):
     """Fit W by IBS rounds; see the module docstring for the objective.
 
     ``X`` is CSR float64, ``Y`` (n_samples, n_outputs) float64, ``random_state``
@@ -170,7 +170,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     # the objective at zero is diverging, even where it stays finite (the
     # logistic loss grows only linearly).
     divergence_bound = 10.0 * max(f0, objective(problem, np.zeros_like(W), row_weights))
-    engine = InProcessEngine() if engine is None else engine
+    engine = engine_for(n_jobs)
     with engine:
         # history's seconds are time spent fitting: the engine's start and its
         # rounds, not the objective evaluations history itself needs.
@@ -199,13 +199,14 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
                 break
         W = engine.coef.copy()
         counters = engine.counters.copy()
+        wire_bytes = engine.wire_bytes
     if not converged:
         warnings.warn(
             f"The max_iter={max_iter} epochs were reached before the relative "
             f"change of the coefficients fell below tol={tol}: increase "
             "max_iter, or the step size.", ConvergenceWarning, stacklevel=3)
     return FitResult(coef=W, n_iter=epoch, step_size=problem.step_size,
-                     communication=CommunicationStats(counters),
+                     communication=CommunicationStats(counters, wire_bytes),
                      history=history.as_dict())
 
 

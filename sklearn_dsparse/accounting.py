@@ -24,13 +24,18 @@ class CommunicationStats(Mapping):
     ``downlink_bytes`` (master -> workers, counted once per receiving worker),
     ``dense_uplink_bytes`` (what ``sparsifier="none"`` would have sent over
     the same rounds), ``uplink_ratio`` (uplink / dense uplink) and
-    ``blocks_sent`` (uplink blocks, all workers).
+    ``blocks_sent`` (uplink blocks, all workers).  Engines that send real
+    bytes add what they measured on the connections: ``wire_uplink_payload_bytes``
+    (equal to ``uplink_bytes``), ``wire_uplink_framing_bytes`` and the same two
+    for the downlink (counted once per receiving process).
     """
 
-    def __init__(self, counters):
+    def __init__(self, counters, wire_bytes=None):
         totals = {name: int(v) for name, v in zip(COUNTERS, counters)}
         dense = totals["dense_uplink_bytes"]
         totals["uplink_ratio"] = totals["uplink_bytes"] / dense if dense else float("nan")
+        for name, value in (wire_bytes or {}).items():
+            totals["wire_" + name] = int(value)
         self._data = totals
 
     def __getitem__(self, key):

@@ -28,6 +28,11 @@ class Engine:
     def counters(self):
         raise NotImplementedError
 
+    @property
+    def wire_bytes(self):
+        """Bytes measured on real connections, by direction (empty in process)."""
+        return {}
+
     def close(self):
         pass
 

@@ -49,6 +49,7 @@ class DistributedSparseMixin:
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
+        "n_jobs": [Integral, None],
     }
 
     def _resolve_blocks(self, n_samples, n_columns):
@@ -112,7 +113,8 @@ class DistributedSparseMixin:
             control_variates=self.control_variates, batch_size=self.batch_size,
             step_size=self.step_size, max_iter=self.max_iter, tol=self.tol,
             random_state=check_random_state(self.random_state),
-            verbose=self.verbose, coef_init=self._warm_start_coef(n_columns, Y))
+            verbose=self.verbose, coef_init=self._warm_start_coef(n_columns, Y),
+            n_jobs=self.n_jobs)
         self.n_iter_ = result.n_iter
         self.step_size_ = result.step_size
         self.communication_ = result.communication

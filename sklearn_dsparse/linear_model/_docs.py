@@ -66,6 +66,14 @@ SHARED_PARAMETERS = """\
     warm_start : bool, default=False
         Start from the previous ``coef_`` and ``intercept_`` when their shape
         fits.
+
+    n_jobs : int, default=None
+        Where the workers run.  None or 1: all in this process.  Otherwise the
+        ``n_workers`` logical workers run as ``min(n_jobs, n_workers)``
+        long-lived tasks of the active joblib backend (loky by default; Dask
+        with ``joblib.parallel_config(backend="dask")``), each hosting several
+        workers; -1 uses every slot of the backend.  The model is the same,
+        bit for bit, wherever the workers run (see docs/engines.md).
 """
 
 SHARED_ATTRIBUTES = """\

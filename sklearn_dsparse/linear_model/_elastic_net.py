@@ -52,7 +52,7 @@ class DistributedSparseElasticNet(RegressorMixin, DistributedSparseRegressorMixi
                  n_workers=4, n_blocks="auto", blocks_per_worker="auto",
                  sparsifier="independent", control_variates="auto", batch_size=16,
                  step_size="auto", max_iter=1000, tol=1e-4, random_state=None,
-                 verbose=0, warm_start=False):
+                 verbose=0, warm_start=False, n_jobs=None):
         self.alpha = alpha
         self.l1_ratio = l1_ratio
         self.fit_intercept = fit_intercept
@@ -69,6 +69,7 @@ class DistributedSparseElasticNet(RegressorMixin, DistributedSparseRegressorMixi
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.n_jobs = n_jobs
 
     def _penalty(self, total_weight):
         return ElasticNetPenalty(l2=self.alpha * (1 - self.l1_ratio),
@@ -91,11 +92,12 @@ class DistributedSparseLasso(DistributedSparseElasticNet):
                  n_blocks="auto", blocks_per_worker="auto", sparsifier="independent",
                  control_variates="auto", batch_size=16, step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
-                 warm_start=False):
+                 warm_start=False, n_jobs=None):
         super().__init__(
             alpha=alpha, l1_ratio=1.0, fit_intercept=fit_intercept, solver=solver,
             n_workers=n_workers, n_blocks=n_blocks,
             blocks_per_worker=blocks_per_worker, sparsifier=sparsifier,
             control_variates=control_variates, batch_size=batch_size,
             step_size=step_size, max_iter=max_iter, tol=tol,
-            random_state=random_state, verbose=verbose, warm_start=warm_start)
+            random_state=random_state, verbose=verbose, warm_start=warm_start,
+            n_jobs=n_jobs)

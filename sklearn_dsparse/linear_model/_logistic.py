@@ -79,7 +79,7 @@ class DistributedSparseLogisticRegression(
                  blocks_per_worker="auto", sparsifier="independent",
                  control_variates="auto", batch_size=16, step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
-                 warm_start=False):
+                 warm_start=False, n_jobs=None):
         self.C = C
         self.l1_ratio = l1_ratio
         self.class_weight = class_weight
@@ -97,6 +97,7 @@ class DistributedSparseLogisticRegression(
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.n_jobs = n_jobs
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):

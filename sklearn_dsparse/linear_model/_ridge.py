@@ -44,7 +44,7 @@ class DistributedSparseRidge(RegressorMixin, DistributedSparseRegressorMixin,
                  n_blocks="auto", blocks_per_worker="auto", sparsifier="independent",
                  control_variates="auto", batch_size=16, step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
-                 warm_start=False):
+                 warm_start=False, n_jobs=None):
         self.alpha = alpha
         self.fit_intercept = fit_intercept
         self.solver = solver
@@ -60,6 +60,7 @@ class DistributedSparseRidge(RegressorMixin, DistributedSparseRegressorMixin,
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.n_jobs = n_jobs
 
     def _penalty(self, total_weight):
         # sum s r^2 + alpha ||w||^2 = 2 S (mean of r^2 / 2 + alpha / (2 S) ||w||^2)

@@ -1,0 +1,209 @@
+"""Where the workers run changes nothing: in-process, loky processes, Dask.
+
+Also the joblib engine's wire accounting and its behaviour under faults.
+"""
+
+import os
+import signal
+import time
+import warnings
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
+
+import numpy as np
+import pytest
+from joblib import parallel_config
+from numpy.testing import assert_array_equal
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
+
+from sklearn_dsparse import DistributedSparseLogisticRegression, DistributedSparseRidge
+from sklearn_dsparse.engines import JoblibEngine, WorkerProcessError
+
+from conftest import load
+
+warnings.filterwarnings("ignore", category=ConvergenceWarning)
+
+
+def data(kind, layout):
+    X, y = load("a1a") if kind == "classifier" else load("abalone_scale")
+    X, y = X[:600], y[:600]
+    return (X if layout == "sparse" else X.toarray()), y
+
+
+def fit(kind, X, y, **params):
+    est = (DistributedSparseLogisticRegression(C=0.5) if kind == "classifier"
+           else DistributedSparseRidge(alpha=1.0))
+    return est.set_params(**{"max_iter": 2, "tol": 0, "random_state": 0, **params}).fit(X, y)
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def wait_until_gone(pids, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if alive(p)]
+
+
+@pytest.mark.parametrize("n_workers", [2, 7, 32])
+@pytest.mark.parametrize("layout", ["sparse", "dense"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+@pytest.mark.parametrize("solver", ["saga", "sgd", "gd"])
+def test_loky_processes_give_the_in_process_model_bitwise(solver, kind, layout,
+                                                          n_workers):
+    X, y = data(kind, layout)
+    local = fit(kind, X, y, solver=solver, n_workers=n_workers)
+    remote = fit(kind, X, y, solver=solver, n_workers=n_workers, n_jobs=2)
+    assert_array_equal(remote.coef_, local.coef_)
+    assert_array_equal(remote.intercept_, local.intercept_)
+    assert np.any(local.coef_ != 0)
+    for key in ("rounds", "uplink_bytes", "downlink_bytes", "blocks_sent"):
+        assert remote.communication_[key] == local.communication_[key]
+
+
+def test_measured_wire_bytes():
+    X, y = data("classifier", "sparse")
+    est = fit("classifier", X, y, n_workers=7, n_jobs=2)
+    comm = est.communication_
+    assert comm["wire_uplink_payload_bytes"] == comm["uplink_bytes"]
+    messages = comm["rounds"] * 7
+    # three frames (header, ids, values) of 4 length bytes per message
+    assert comm["wire_uplink_framing_bytes"] == 3 * 4 * messages
+    assert comm["wire_uplink_framing_bytes"] < 0.15 * comm["wire_uplink_payload_bytes"]
+    # the broadcast goes once to each of the 2 processes, not to each worker
+    assert comm["wire_downlink_framing_bytes"] == 3 * 4 * comm["rounds"] * 2
+    assert comm["wire_downlink_payload_bytes"] == comm["downlink_bytes"] * 2 // 7
+    assert "wire_uplink_payload_bytes" not in fit("classifier", X, y).communication_
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                       processes=True, host="127.0.0.1",
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.mark.parametrize("n_workers", [2, 7, 32])
+@pytest.mark.parametrize("solver", ["saga", "sgd", "gd"])
+def test_dask_cluster_gives_the_in_process_model_bitwise(dask_client, solver,
+                                                         n_workers):
+    for kind, layout in [("classifier", "sparse"), ("regressor", "dense")]:
+        X, y = data(kind, layout)
+        local = fit(kind, X, y, solver=solver, n_workers=n_workers)
+        with parallel_config(backend="dask"):
+            remote = fit(kind, X, y, solver=solver, n_workers=n_workers, n_jobs=2)
+        assert_array_equal(remote.coef_, local.coef_)
+        assert_array_equal(remote.intercept_, local.intercept_)
+
+
+def test_dask_backend_with_too_few_slots_fails_clearly(dask_client, monkeypatch):
+    # The cluster has 2 slots; pretend it has 3: the third task cannot start.
+    monkeypatch.setenv("SKLEARN_DSPARSE_CONNECT_TIMEOUT", "5")
+    X, y = data("classifier", "sparse")
+    start = time.monotonic()
+    with monkeypatch.context() as patch:
+        patch.setattr(JoblibEngine, "_effective_n_jobs", lambda self, backend: 3)
+        with parallel_config(backend="dask"):
+            with pytest.raises(WorkerProcessError, match="cannot run them all at once"):
+                fit("classifier", X, y, n_workers=6, n_jobs=3)
+    assert time.monotonic() - start < 30
+    # the cluster is usable again afterwards
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with parallel_config(backend="dask"):
+                fit("classifier", X, y, n_workers=4, n_jobs=2)
+            break
+        except WorkerProcessError:
+            time.sleep(1)
+    else:
+        pytest.fail("the Dask cluster did not recover")
+
+
+def interrupting(monkeypatch, action, at_epoch=2):
+    """Make JoblibEngine call ``action(engine)`` before epoch ``at_epoch``."""
+    original = JoblibEngine.run_epoch
+    seen = {"epochs": 0}
+
+    def run_epoch(self, n_rounds):
+        seen["epochs"] += 1
+        seen["engine"] = self
+        if seen["epochs"] == at_epoch:
+            action(self)
+        return original(self, n_rounds)
+
+    monkeypatch.setattr(JoblibEngine, "run_epoch", run_epoch)
+    return seen
+
+
+def test_killed_worker_process_fails_fast_and_cleans_up(monkeypatch):
+    X, y = data("classifier", "sparse")
+    seen = interrupting(monkeypatch, lambda e: os.kill(e.pids[0], signal.SIGKILL))
+    start = time.monotonic()
+    with pytest.raises(WorkerProcessError, match="killed or crashed|worker task failed"):
+        fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=5)
+    assert time.monotonic() - start < 60
+    engine = seen["engine"]
+    assert wait_until_gone(engine.pids) == []
+    with pytest.raises(OSError):  # the port is closed
+        Client(engine.master_address, authkey=b"x")
+
+
+def test_keyboard_interrupt_stops_the_workers(monkeypatch):
+    X, y = data("classifier", "sparse")
+
+    def interrupt(engine):
+        raise KeyboardInterrupt
+
+    seen = interrupting(monkeypatch, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=5)
+    engine = seen["engine"]
+    # loky keeps its idle worker processes for reuse; the tasks must have ended
+    assert not engine._thread.is_alive()
+    with pytest.raises(OSError):
+        Client(engine.master_address, authkey=b"x")
+
+
+def test_client_without_the_key_is_refused(monkeypatch):
+    X, y = data("classifier", "sparse")
+    refused = []
+
+    def intruder(engine):
+        with pytest.raises(AuthenticationError):
+            Client(engine.master_address, authkey=b"not the key")
+        refused.append(True)
+
+    interrupting(monkeypatch, intruder)
+    local = fit("classifier", X, y, n_workers=4, max_iter=3)
+    remote = fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=3)
+    assert refused == [True]
+    assert_array_equal(remote.coef_, local.coef_)
+
+
+def test_nested_grid_search_gives_the_same_best_parameters():
+    X, y = data("classifier", "sparse")
+    grid = {"n_blocks": [4, 16], "blocks_per_worker": [1, 2]}
+
+    def search(n_jobs_grid, n_jobs_est):
+        est = DistributedSparseLogisticRegression(
+            n_workers=4, max_iter=5, tol=0, random_state=0, n_jobs=n_jobs_est)
+        return GridSearchCV(est, grid, cv=2, n_jobs=n_jobs_grid).fit(X, y)
+
+    nested = search(2, 2)
+    sequential = search(None, None)
+    assert nested.best_params_ == sequential.best_params_
+    assert_array_equal(nested.cv_results_["mean_test_score"],
+                       sequential.cv_results_["mean_test_score"])
