@@ -6,7 +6,6 @@ Also the joblib engine's wire accounting and its behaviour under faults.
 import os
 import signal
 import time
-import warnings
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
 
@@ -14,7 +13,6 @@ import numpy as np
 import pytest
 from joblib import parallel_config
 from numpy.testing import assert_array_equal
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
 from sklearn_dsparse import DistributedSparseLogisticRegression, DistributedSparseRidge
@@ -22,7 +20,8 @@ from sklearn_dsparse.engines import JoblibEngine, WorkerProcessError
 
 from conftest import load
 
-warnings.filterwarnings("ignore", category=ConvergenceWarning)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 def data(kind, layout):
@@ -96,16 +95,19 @@ def dask_client():
 
 
 @pytest.mark.parametrize("n_workers", [2, 7, 32])
+@pytest.mark.parametrize("layout", ["sparse", "dense"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
 @pytest.mark.parametrize("solver", ["saga", "sgd", "gd"])
-def test_dask_cluster_gives_the_in_process_model_bitwise(dask_client, solver,
-                                                         n_workers):
-    for kind, layout in [("classifier", "sparse"), ("regressor", "dense")]:
-        X, y = data(kind, layout)
-        local = fit(kind, X, y, solver=solver, n_workers=n_workers)
-        with parallel_config(backend="dask"):
-            remote = fit(kind, X, y, solver=solver, n_workers=n_workers, n_jobs=2)
-        assert_array_equal(remote.coef_, local.coef_)
-        assert_array_equal(remote.intercept_, local.intercept_)
+def test_dask_cluster_gives_the_in_process_model_bitwise(dask_client, solver, kind,
+                                                         layout, n_workers):
+    X, y = data(kind, layout)
+    local = fit(kind, X, y, solver=solver, n_workers=n_workers)
+    with parallel_config(backend="dask"):
+        remote = fit(kind, X, y, solver=solver, n_workers=n_workers, n_jobs=2)
+    assert_array_equal(remote.coef_, local.coef_)
+    assert_array_equal(remote.intercept_, local.intercept_)
+    assert remote.communication_["wire_uplink_payload_bytes"] == \
+        local.communication_["uplink_bytes"]
 
 
 def test_dask_backend_with_too_few_slots_fails_clearly(dask_client, monkeypatch):
