@@ -209,3 +209,14 @@ def test_nested_grid_search_gives_the_same_best_parameters():
     assert nested.best_params_ == sequential.best_params_
     assert_array_equal(nested.cv_results_["mean_test_score"],
                        sequential.cv_results_["mean_test_score"])
+
+
+def test_worker_processes_do_not_import_scikit_learn():
+    # Each process that imports scikit-learn costs ~120 MiB: a worker task
+    # needs only the engine and the mathematics.
+    import subprocess
+    import sys
+
+    code = ("import sys, sklearn_dsparse.engines.joblib; "
+            "sys.exit(any(m.split('.')[0] == 'sklearn' for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
