@@ -146,6 +146,7 @@ def serve(address, authkey):
     except OSError:
         return  # the fit ended (or failed) before this task could start
     try:
+        _no_delay(conn)  # both ends: a message is three small writes
         conn.send(os.getpid())
         # Workers share the cores with each other: one BLAS thread each.
         with threadpool_limits(1):
@@ -268,6 +269,8 @@ class JoblibEngine(Engine):
                 self._task_errors[0]
 
     def _wait_readable(self, conn):
+        if conn.poll():
+            return
         while not wait([conn], timeout=0.5):
             self._raise_task_error()
 
