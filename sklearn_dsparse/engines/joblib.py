@@ -27,6 +27,7 @@ that have not connected after ``SKLEARN_DSPARSE_CONNECT_TIMEOUT`` seconds
 import os
 import queue
 import socket
+import struct
 import threading
 import time
 from multiprocessing import AuthenticationError
@@ -44,8 +45,8 @@ from ..worker import worker_round
 from .base import Engine
 
 FRAME_BYTES = 4  # multiprocessing.connection's length prefix
-_HEADER = np.dtype([("sender", "<u4"), ("n_blocks", "<u4"), ("round", "<u8")])
-assert _HEADER.itemsize == HEADER_BYTES
+_HEADER = struct.Struct("<IIQ")  # sender, number of blocks, round
+assert _HEADER.size == HEADER_BYTES
 
 
 class WorkerProcessError(RuntimeError):
@@ -63,18 +64,17 @@ def _no_delay(conn):
 
 
 def _send_message(conn, sender, rnd, block_ids, values):
-    header = np.array([(sender, len(block_ids), rnd)], dtype=_HEADER)
-    conn.send_bytes(header.tobytes())
+    conn.send_bytes(_HEADER.pack(sender, len(block_ids), rnd))
     conn.send_bytes(block_ids)
     conn.send_bytes(values)
 
 
 def _recv_message(conn):
-    header = np.frombuffer(conn.recv_bytes(), dtype=_HEADER)[0]
+    sender, _, _ = _HEADER.unpack(conn.recv_bytes())
     ids = conn.recv_bytes()
     values = conn.recv_bytes()
     wire = len(ids) + len(values) + HEADER_BYTES
-    return (int(header["sender"]), np.frombuffer(ids, dtype=np.int32),
+    return (sender, np.frombuffer(ids, dtype=np.int32),
             np.frombuffer(values, dtype=np.float64), wire)
 
 
