@@ -55,10 +55,8 @@ What is measured
    from the warm-up's epoch and marked so.
 """
 
-import math
 import os
 import platform
-import socket
 import statistics
 import sys
 import time
@@ -66,6 +64,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from sklearn_dsparse.engines.joblib import _no_delay as no_delay
 
 COMMAND = "python benchmarks/bench_round_time.py"
 SIZES = (100, 100_000, 1_000_000)
@@ -96,12 +96,6 @@ def loadavg():
     return "%.2f %.2f %.2f" % os.getloadavg()
 
 
-def no_delay(conn):
-    sock = socket.socket(fileno=os.dup(conn.fileno()))
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    finally:
-        sock.close()
 
 
 # ----------------------------------------------------------------- engines

@@ -23,7 +23,7 @@ from numba import njit
 
 from .losses import loss_derivative
 from .messages import message_nbytes
-from .solvers import SAGA
+from .solvers import SAGA, swap_table_entry
 from .sparsifiers import floyd_sample
 
 
@@ -127,10 +127,7 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
                         z[k] += W[p1 - 1, k]
                 loss_derivative(loss_id, z, Y[r], dz)
                 if solver == SAGA:
-                    for k in range(K):
-                        new = dz[k]
-                        dz[k] = new - alpha[r, k]
-                        alpha[r, k] = new
+                    swap_table_entry(alpha, r, dz)
                 g = weights[i] * c[r] / b
                 a = weights[i] * c[r] / n_rows
                 for t in range(indptr[r], indptr[r + 1]):

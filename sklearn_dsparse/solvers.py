@@ -37,6 +37,15 @@ def row_margin(W, data, indices, indptr, r, fit_intercept, z):
             z[k] += v * W[col, k]
 
 
+@njit(cache=True, inline="always")
+def swap_table_entry(alpha, r, dz):
+    """dz <- dz - alpha[r] and alpha[r] <- the old dz: the SAGA correction of row r."""
+    for k in range(dz.shape[0]):
+        new = dz[k]
+        dz[k] = new - alpha[r, k]
+        alpha[r, k] = new
+
+
 @njit(cache=True)
 def init_saga_table(loss_id, W, data, indices, indptr, Y, c, fit_intercept,
                     alpha, abar):
@@ -96,10 +105,7 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
         row_margin(W, data, indices, indptr, r, fit_intercept, z)
         loss_derivative(loss_id, z, Y[r], dz)
         if solver == SAGA:
-            for k in range(K):
-                new = dz[k]
-                dz[k] = new - alpha[r, k]
-                alpha[r, k] = new
+            swap_table_entry(alpha, r, dz)
         g = c[r] * inv_used
         a = c[r] * inv_shard
         for t in range(indptr[r], indptr[r + 1]):

@@ -20,13 +20,14 @@ class Engine:
     def run_epoch(self, n_rounds):
         raise NotImplementedError
 
+    # start() sets self._W (the master's parameters) and self._counters.
     @property
     def coef(self):
-        raise NotImplementedError
+        return self._W
 
     @property
     def counters(self):
-        raise NotImplementedError
+        return self._counters
 
     @property
     def wire_bytes(self):

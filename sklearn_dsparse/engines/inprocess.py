@@ -115,10 +115,3 @@ class InProcessEngine(Engine):
                     pb.partition.starts, pb.partition.column_block, u_blocks, u_rows,
                     pb.batch_size, self._counters)
 
-    @property
-    def coef(self):
-        return self._W
-
-    @property
-    def counters(self):
-        return self._counters

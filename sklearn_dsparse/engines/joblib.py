@@ -277,7 +277,7 @@ class JoblibEngine(Engine):
     def run_epoch(self, n_rounds):
         pb = self.problem
         n, m = pb.n_workers, pb.partition.n_blocks
-        starts, K = pb.partition.starts, self._W.shape[1]
+        starts = pb.partition.starts
         dense_nbytes = message_nbytes(m, self._W.size, m, 8)
         self._in_epoch = True
         try:
@@ -322,13 +322,6 @@ class JoblibEngine(Engine):
                 f"lost the connection to a worker process ({exc!r}): it was killed "
                 "or crashed. The fit is abandoned.") from exc
 
-    @property
-    def coef(self):
-        return self._W
-
-    @property
-    def counters(self):
-        return self._counters
 
     @property
     def wire_bytes(self):
