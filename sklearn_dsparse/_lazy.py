@@ -21,6 +21,7 @@ test_lazy.py); messages are counted exactly as those rounds send them.
 import numpy as np
 from numba import njit
 
+from ._layout import n_outputs
 from .losses import loss_derivative
 from .messages import message_nbytes
 from .solvers import SAGA, swap_table_entry
@@ -44,31 +45,18 @@ def cheaper(problem):
     return problem.partition.n_columns > nnz_per_round
 
 
-# Inlined: it runs once per non-zero, where a call costs a fifth of the round.
-@njit(cache=True, inline="always")
-def _catch_up(W, abar, last, cumulative, j, now, step, n_coef):
-    """Apply rounds last[j]..now-1 to row j, which no drawn row used."""
-    then = last[j]
-    if then == now:
-        return
-    K = W.shape[1]
-    if j < n_coef:
-        f = cumulative[now] - cumulative[then]
-    else:
-        f = step * (now - then)
-    for c in range(K):
-        W[j, c] -= f * abar[j, c]
-    last[j] = now
-
-
 @njit(cache=True)
 def _rescale(W, abar, last, cumulative, now, step, n_coef, scale):
     """Bring every row to round ``now`` and fold the scale into the coefficients."""
-    for j in range(W.shape[0]):
-        _catch_up(W, abar, last, cumulative, j, now, step, n_coef)
-    for j in range(n_coef):
-        for c in range(W.shape[1]):
-            W[j, c] *= scale
+    p1, K = W.shape
+    for j in range(p1):
+        then = last[j]
+        f = cumulative[now] - cumulative[then] if j < n_coef else step * (now - then)
+        for k in range(K):
+            W[j, k] -= f * abar[j, k]
+            if j < n_coef:
+                W[j, k] *= scale
+        last[j] = now
 
 
 @njit(cache=True)
@@ -83,16 +71,21 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
     rounds, so that a row's pending table-mean steps are one subtraction.
     """
     n_workers = weights.shape[0]
-    p1, K = W.shape
+    # (rows, K) views, with K a compile-time constant for one output (_layout).
+    K = n_outputs(W)
+    p1 = W.shape[0]
+    w = W.reshape((p1, K))
+    mean = abar.reshape((p1, K))
+    table = alpha.reshape((alpha.shape[0], K))
     n_coef = p1 - 1 if fit_intercept else p1
     n_rounds = u_rows.shape[1]
     decay = 1.0 - step * l2
     scale = 1.0
     cumulative = np.zeros(n_rounds + 1)
-    last = np.zeros(p1, dtype=np.int32)
-    # pending[j, 0] is S of the module docstring, pending[j, 1] the change of
-    # the table mean; side by side so that a row's scatter touches one line.
-    pending = np.zeros((p1, 2, K))
+    last = np.zeros(p1, dtype=np.int64)
+    # S and the change of the table mean, gathered over the round's rows.
+    S = np.zeros((p1, K))
+    dmean = np.zeros((p1, K))
     marked = np.zeros(p1, dtype=np.bool_)
     used = np.empty(p1, dtype=np.int64)
     max_rows = 0
@@ -116,26 +109,34 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
                     z[k] = 0.0
                 for t in range(indptr[r], indptr[r + 1]):
                     j = indices[t]
-                    _catch_up(W, abar, last, cumulative, j, now, step, n_coef)
+                    then = last[j]
+                    if then != now:  # catch up on the rounds no drawn row used j
+                        f = cumulative[now] - cumulative[then]
+                        for k in range(K):
+                            w[j, k] -= f * mean[j, k]
+                        last[j] = now
                     for k in range(K):
-                        z[k] += data[t] * W[j, k]
+                        z[k] += data[t] * w[j, k]
                 for k in range(K):
                     z[k] *= scale
                 if fit_intercept:
-                    _catch_up(W, abar, last, cumulative, p1 - 1, now, step, n_coef)
+                    j = p1 - 1
+                    f = step * (now - last[j])
                     for k in range(K):
-                        z[k] += W[p1 - 1, k]
+                        w[j, k] -= f * mean[j, k]
+                        z[k] += w[j, k]
+                    last[j] = now
                 loss_derivative(loss_id, z, Y[r], dz)
                 if solver == SAGA:
-                    swap_table_entry(alpha, r, dz)
+                    swap_table_entry(table, r, dz)
                 g = weights[i] * c[r] / b
                 a = weights[i] * c[r] / n_rows
                 for t in range(indptr[r], indptr[r + 1]):
                     j = indices[t]
                     v = data[t]
                     for k in range(K):
-                        pending[j, 0, k] += g * v * dz[k]
-                        pending[j, 1, k] += a * v * dz[k]
+                        S[j, k] += g * v * dz[k]
+                        dmean[j, k] += a * v * dz[k]
                     if not marked[j]:
                         marked[j] = True
                         used[n_used] = j
@@ -143,8 +144,8 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
                 if fit_intercept:
                     j = p1 - 1
                     for k in range(K):
-                        pending[j, 0, k] += g * dz[k]
-                        pending[j, 1, k] += a * dz[k]
+                        S[j, k] += g * dz[k]
+                        dmean[j, k] += a * dz[k]
                     if not marked[j]:
                         marked[j] = True
                         used[n_used] = j
@@ -157,19 +158,20 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
             j = used[u]
             f = step / new_scale if j < n_coef else step
             for k in range(K):
-                W[j, k] -= f * (pending[j, 0, k] + abar[j, k])
-                if solver == SAGA:
-                    abar[j, k] += pending[j, 1, k]
-                pending[j, 0, k] = 0.0
-                pending[j, 1, k] = 0.0
+                w[j, k] -= f * (S[j, k] + mean[j, k])
+                S[j, k] = 0.0
+            if solver == SAGA:
+                for k in range(K):
+                    mean[j, k] += dmean[j, k]
+                    dmean[j, k] = 0.0
             last[j] = now + 1
             marked[j] = False
         scale = new_scale
         cumulative[now + 1] = cumulative[now] + step / scale
         if scale < 1e-6:  # keep V within range: fold the scale in, O(d), rarely
-            _rescale(W, abar, last, cumulative, now + 1, step, n_coef, scale)
+            _rescale(w, mean, last, cumulative, now + 1, step, n_coef, scale)
             scale = 1.0
         counters[0] += 1
         counters[2] += n_workers * message
         counters[3] += n_workers * message
-    _rescale(W, abar, last, cumulative, n_rounds, step, n_coef, scale)
+    _rescale(w, mean, last, cumulative, n_rounds, step, n_coef, scale)

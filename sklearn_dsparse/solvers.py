@@ -13,11 +13,15 @@ f_i = 1/N_i sum_r c_r loss_r + l2/2 ||w||^2):
 The estimate is written only on the selected blocks (computing the rest would
 be wasted work); the SAGA table is updated on every feature of the rows used.
 The intercept is the last parameter row and is never penalised.
+
+The arrays come in the layout of ``_layout`` (1-D with one output); each
+kernel reshapes them to (rows, K) with K known to the compiler when it is 1.
 """
 
 import numpy as np
 from numba import njit
 
+from ._layout import n_outputs
 from .losses import loss_derivative
 
 GD, SGD, SAGA = 0, 1, 2
@@ -27,7 +31,9 @@ SOLVERS = {"gd": GD, "sgd": SGD, "saga": SAGA}
 @njit(cache=True)
 def row_margin(W, data, indices, indptr, r, fit_intercept, z):
     """z = x_r W (+ intercept row)."""
-    p1, K = W.shape
+    K = n_outputs(W)
+    p1 = W.shape[0]
+    W = W.reshape((p1, K))
     for k in range(K):
         z[k] = W[p1 - 1, k] if fit_intercept else 0.0
     for t in range(indptr[r], indptr[r + 1]):
@@ -40,7 +46,9 @@ def row_margin(W, data, indices, indptr, r, fit_intercept, z):
 @njit(cache=True, inline="always")
 def swap_table_entry(alpha, r, dz):
     """dz <- dz - alpha[r] and alpha[r] <- the old dz: the SAGA correction of row r."""
-    for k in range(dz.shape[0]):
+    K = n_outputs(alpha)
+    alpha = alpha.reshape((alpha.shape[0], K))
+    for k in range(K):
         new = dz[k]
         dz[k] = new - alpha[r, k]
         alpha[r, k] = new
@@ -50,8 +58,11 @@ def swap_table_entry(alpha, r, dz):
 def init_saga_table(loss_id, W, data, indices, indptr, Y, c, fit_intercept,
                     alpha, abar):
     """Fill the SAGA table with the derivatives at W (one pass over the shard)."""
-    p1, K = W.shape
+    K = n_outputs(W)
+    p1 = W.shape[0]
     n_rows = Y.shape[0]
+    alpha = alpha.reshape((n_rows, K))
+    abar = abar.reshape((p1, K))
     z = np.empty(K)
     dz = np.empty(K)
     abar[:, :] = 0.0
@@ -76,7 +87,8 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
                    l2, fit_intercept, rows, selected, block_list, n_selected,
                    starts, column_block, out, z, dz):
     """Write worker i's estimate g_i on the selected blocks into ``out``."""
-    p1, K = W.shape
+    K = n_outputs(W)
+    p1 = W.shape[0]
     n_penalised = (p1 - 1 if fit_intercept else p1) * K
     w = W.reshape(-1)
     est = out.reshape(-1)
@@ -85,15 +97,20 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
         b = block_list[j]
         lo = starts[b] * K
         hi = starts[b + 1] * K
-        mid = min(max(lo, n_penalised), hi)
-        for i in range(lo, mid):
-            est[i] = l2 * w[i]
-        for i in range(mid, hi):
-            est[i] = 0.0
+        n_pen = min(max(lo, n_penalised), hi) - lo
+        # Views from 0 vectorise (see ``master``).
+        est_b, w_b = est[lo:hi], w[lo:hi]
+        for i in range(n_pen):
+            est_b[i] = l2 * w_b[i]
+        for i in range(n_pen, hi - lo):
+            est_b[i] = 0.0
         if solver == SAGA:
-            for i in range(lo, hi):
-                est[i] += table_mean[i]
+            mean_b = table_mean[lo:hi]
+            for i in range(hi - lo):
+                est_b[i] += mean_b[i]
 
+    out = out.reshape((p1, K))
+    abar = abar.reshape((abar.shape[0], K))  # (0, K) without a SAGA table
     n_shard = Y.shape[0]
     n_used = n_shard if solver == GD else rows.shape[0]
     inv_used = 1.0 / n_used

@@ -7,6 +7,7 @@ with the block ids in ``block_list``.
 
 from numba import njit
 
+from ._layout import n_outputs
 from .solvers import GD, local_estimate
 from .sparsifiers import floyd_sample, select_blocks
 
@@ -19,24 +20,29 @@ def emit_message(estimate, h, use_control_variates, block_list, n_selected,
     With control variates the worker then sets ``h_i = g_i`` on those blocks
     (METHOD.md step 6), from the values it sent and nothing else.  Returns the
     number of values written.  Block b is the flat range
-    ``starts[b] * K : starts[b + 1] * K`` of the C-contiguous arrays.
+    ``starts[b] * K : starts[b + 1] * K`` of the arrays (see ``_layout``);
+    loops over block views vectorise, as in ``master``.
     """
-    K = estimate.shape[1]
+    K = n_outputs(estimate)
     g = estimate.reshape(-1)
+    hf = h.reshape(-1)
     pos = 0
     for j in range(n_selected):
         b = block_list[j]
         lo = starts[b] * K
         hi = starts[b + 1] * K
+        size = hi - lo
+        g_b = g[lo:hi]
+        out = values[pos:pos + size]
         if use_control_variates:
-            hf = h.reshape(-1)
-            for i in range(lo, hi):
-                values[pos + i - lo] = scale * (g[i] - hf[i])
-                hf[i] = g[i]
+            h_b = hf[lo:hi]
+            for i in range(size):
+                out[i] = scale * (g_b[i] - h_b[i])
+                h_b[i] = g_b[i]
         else:
-            for i in range(lo, hi):
-                values[pos + i - lo] = scale * g[i]
-        pos += hi - lo
+            for i in range(size):
+                out[i] = scale * g_b[i]
+        pos += size
     return pos
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit
 
 from .. import _lazy
+from .._layout import kernel_view, n_outputs
 from ..accounting import new_counters
 from ..master import aggregate_message, master_step
 from ..messages import message_nbytes
@@ -25,7 +26,7 @@ def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
                 u_blocks, u_rows, batch, counters):
     n_workers = weights.shape[0]
     n_blocks = starts.shape[0] - 1
-    p1, K = W.shape
+    K = n_outputs(W)
     n_rounds = u_blocks.shape[1]
     max_rows = 0
     for i in range(n_workers):
@@ -35,12 +36,12 @@ def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
     block_list = np.empty(n_blocks, dtype=np.int64)
     seen = np.zeros(max_rows, dtype=np.bool_)
     rows = np.empty(max(batch, 1), dtype=np.int64)
-    estimate = np.zeros((p1, K))
-    A = np.zeros((p1, K))
-    values = np.empty(p1 * K)
+    estimate = np.zeros_like(W)
+    A = np.zeros_like(W)
+    values = np.empty(W.size)
     z = np.empty(K)
     dz = np.empty(K)
-    dense_nbytes = message_nbytes(n_blocks, p1 * K, n_blocks, 8)
+    dense_nbytes = message_nbytes(n_blocks, W.size, n_blocks, 8)
     cv_fraction = 1.0 / scale
     for rnd in range(n_rounds):
         for i in range(n_workers):
@@ -71,19 +72,21 @@ class InProcessEngine(Engine):
         self._W = np.array(coef, dtype=np.float64, order="C")
         p1, K = self._W.shape
         n = pb.n_workers
-        self._hbar = np.zeros((p1, K))
-        self._h = np.zeros((n, p1, K) if pb.use_control_variates else (n, 0, K))
-        if pb.solver == SAGA:
-            self._alpha = np.zeros((pb.Y.shape[0], K))
-            self._abar = np.zeros((n, p1, K))
+        saga = pb.solver == SAGA
+        cv = pb.use_control_variates
+        hbar = np.zeros((p1, K))
+        h = np.zeros((n, p1 if cv else 0, K))
+        alpha = np.zeros((pb.Y.shape[0] if saga else 0, K))
+        abar = np.zeros((n, p1 if saga else 0, K))
+        # W, hbar, alpha, abar, h as the kernels take them (``_layout``).
+        self._state = tuple(kernel_view(a) for a in (self._W, hbar, alpha, abar, h))
+        W, hbar, alpha, abar, h = self._state
+        if saga:
             for i in range(n):
                 s, e = pb.shard_starts[i], pb.shard_starts[i + 1]
-                init_saga_table(pb.loss.id, self._W, pb.X.data, pb.X.indices,
+                init_saga_table(pb.loss.id, W, pb.X.data, pb.X.indices,
                                 pb.X.indptr[s:e + 1], pb.Y[s:e], pb.c[s:e],
-                                pb.fit_intercept, self._alpha[s:e], self._abar[i])
-        else:
-            self._alpha = np.zeros((0, K))
-            self._abar = np.zeros((n, 0, K))
+                                pb.fit_intercept, alpha[s:e], abar[i])
         self._worker_rngs = [np.random.default_rng(s) for s in seed_sequences[:n]]
         # Every worker replays the shared stream; in one process one copy serves all.
         self._shared_rng = np.random.default_rng(seed_sequences[n])
@@ -91,8 +94,8 @@ class InProcessEngine(Engine):
         self._lazy = _lazy.applies(pb)
         if self._lazy:
             # Only the weighted table mean enters a dense round.
-            self._abar_total = np.tensordot(pb.weights, self._abar, axes=1) if \
-                pb.solver == SAGA else np.zeros_like(self._W)
+            self._abar_total = np.tensordot(pb.weights, abar, axes=1) if saga \
+                else np.zeros_like(W)
         return self
 
     def run_epoch(self, n_rounds):
@@ -100,18 +103,18 @@ class InProcessEngine(Engine):
         u_blocks = pb.sparsifier.draw(self._worker_rngs, self._shared_rng, n_rounds)
         width = 0 if pb.solver_name == "gd" else pb.batch_size
         u_rows = np.stack([rng.random((n_rounds, width)) for rng in self._worker_rngs])
+        W, hbar, alpha, abar, h = self._state
         if self._lazy:
             _lazy.run_lazy_rounds(
-                pb.solver, pb.loss.id, self._W, self._abar_total, pb.X.data,
-                pb.X.indices, pb.X.indptr, pb.Y, pb.c, self._alpha, pb.shard_starts,
+                pb.solver, pb.loss.id, W, self._abar_total, pb.X.data,
+                pb.X.indices, pb.X.indptr, pb.Y, pb.c, alpha, pb.shard_starts,
                 pb.weights, pb.penalty.l2, pb.fit_intercept, pb.step_size, u_rows,
                 pb.batch_size, pb.partition.n_blocks, self._counters)
             return
-        _run_rounds(pb.solver, pb.loss.id, self._W, self._hbar, pb.X.data,
-                    pb.X.indices, pb.X.indptr, pb.Y, pb.c, self._alpha, self._abar,
-                    self._h, pb.shard_starts, pb.weights, pb.penalty.l2,
-                    pb.penalty.l1, pb.fit_intercept, pb.use_control_variates,
-                    pb.step_size, pb.sparsifier.scale, pb.sparsifier.sends_all,
-                    pb.partition.starts, pb.partition.column_block, u_blocks, u_rows,
-                    pb.batch_size, self._counters)
-
+        _run_rounds(pb.solver, pb.loss.id, W, hbar, pb.X.data, pb.X.indices,
+                    pb.X.indptr, pb.Y, pb.c, alpha, abar, h, pb.shard_starts,
+                    pb.weights, pb.penalty.l2, pb.penalty.l1, pb.fit_intercept,
+                    pb.use_control_variates, pb.step_size, pb.sparsifier.scale,
+                    pb.sparsifier.sends_all, pb.partition.starts,
+                    pb.partition.column_block, u_blocks, u_rows, pb.batch_size,
+                    self._counters)
