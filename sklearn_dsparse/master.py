@@ -21,25 +21,34 @@ from .penalties import soft_threshold
 
 @njit(cache=True)
 def aggregate_message(A, touched, block_list, n_selected, starts, values, weight):
-    """A += weight * message, on the message's blocks."""
+    """A += weight * message, on the message's blocks.
+
+    A holds the round's sum on the blocks marked in ``touched`` and is never
+    read elsewhere: a block's first message of the round overwrites it, so
+    nobody spends a pass clearing A (it is memory traffic on wide models).
+    """
     K = n_outputs(A)
     a = A.reshape(-1)
     pos = 0
     for j in range(n_selected):
         b = block_list[j]
-        touched[b] = True
         size = (starts[b + 1] - starts[b]) * K
         block = a[starts[b] * K:starts[b + 1] * K]
         sent = values[pos:pos + size]
-        for i in range(size):
-            block[i] += weight * sent[i]
+        if touched[b]:
+            for i in range(size):
+                block[i] += weight * sent[i]
+        else:
+            touched[b] = True
+            for i in range(size):
+                block[i] = weight * sent[i]
         pos += size
 
 
 @njit(cache=True)
 def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
                 use_control_variates, cv_fraction):
-    """Apply the round to W (and hbar); clear A and touched.
+    """Apply the round to W (and hbar); clear ``touched`` for the next round.
 
     Returns the number of blocks and of values in the broadcast message.
     Blocks nobody sent move only through hbar and the prox; when both are
@@ -63,22 +72,21 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
         hi = starts[b + 1] * K
         size = hi - lo
         w_b, hb_b, a_b = w[lo:hi], hb[lo:hi], a[lo:hi]
-        if use_control_variates:
+        if sent and use_control_variates:
             for i in range(size):
                 w_b[i] -= step * (hb_b[i] + a_b[i])
-        else:
+                hb_b[i] += cv_fraction * a_b[i]
+        elif sent:
             for i in range(size):
                 w_b[i] -= step * a_b[i]
+        elif use_control_variates:
+            for i in range(size):
+                w_b[i] -= step * hb_b[i]
         if threshold > 0.0:
             for i in range(min(hi, n_penalised) - lo):
                 w_b[i] = soft_threshold(w_b[i], threshold)
         if sent:
             n_blocks_sent += 1
             n_values_sent += size
-            if use_control_variates:
-                for i in range(size):
-                    hb_b[i] += cv_fraction * a_b[i]
-            for i in range(size):
-                a_b[i] = 0.0
             touched[b] = False
     return n_blocks_sent, n_values_sent
