@@ -41,12 +41,20 @@ What is measured
    least 20 and at most 3000 rounds).  The column "bare Nagle" repeats the
    ping with TCP_NODELAY on the master's side only: what a round costs when
    one end forgets it (about 44 ms for small messages).
-3. The table: round times, ratio engine / bare, bytes per round and the
-   effective rate (bytes moved up + down per round, payload + 4-byte frame
-   prefixes, / round time).  For the engines the bytes are the ones the
-   engine measured on its connections (``communication_["wire_*"]``) divided
-   by the rounds.  Targets: loky <= 2x the bare ping; >= 1 GB/s effective for
-   the d >= 1e5 models over a real transport (loky and Dask).
+   This ping sends and reads frame by frame (one ``send_bytes`` /
+   ``recv_bytes`` each), as the engine did until it moved its frames in
+   bursts.  The column "bare ch" is the same ping moving the same frames the
+   way the engine now does (``engines.joblib._FrameChannel``: all the frames
+   of a client's round, or of a broadcast, in one write; reads take whatever
+   has arrived): the like-for-like floor of the engine's transport.  (The
+   engine also sends each task an 8-byte epoch command, in the broadcast's
+   write, that the ping does not need.)
+3. The table: round times, ratios engine / bare and engine / bare ch, bytes
+   per round and the effective rate (bytes moved up + down per round, payload
+   + 4-byte frame prefixes, / round time).  For the engines the bytes are the
+   ones the engine measured on its connections (``communication_["wire_*"]``)
+   divided by the rounds.  Targets: loky <= 2x the bare ping; >= 1 GB/s
+   effective for the d >= 1e5 models over a real transport (loky and Dask).
 4. a9a: wall time of a whole fit, ``DistributedSparseLogisticRegression(
    n_workers=16, max_iter=20, tol=0, random_state=0)`` (saga), in-process vs
    n_jobs=2 (loky), after a warm-up fit of each; median of 3, or of as many
@@ -65,6 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sklearn_dsparse.engines.joblib import _FrameChannel as FrameChannel
 from sklearn_dsparse.engines.joblib import _no_delay as no_delay
 
 COMMAND = "python benchmarks/bench_round_time.py"
@@ -188,7 +197,7 @@ def ping_sizes(d, n):
     return (up_ids, up_values), (down_ids, down_values)
 
 
-def _ping_client(address, key, hosted, up, down, nodelay):
+def _ping_client(address, key, hosted, up, down, nodelay, channel):
     from multiprocessing.connection import Client
     conn = Client(address, authkey=key)
     if nodelay:
@@ -196,24 +205,34 @@ def _ping_client(address, key, hosted, up, down, nodelay):
     header = bytes(HEADER)
     ids = bytes(up[0])
     values = bytes(up[1])
+    frames = FrameChannel(conn) if channel else None
     try:
         while True:
-            for _ in range(hosted):
-                conn.send_bytes(header)
-                conn.send_bytes(ids)
-                conn.send_bytes(values)
-            head = conn.recv_bytes()
-            conn.recv_bytes()
-            conn.recv_bytes()
+            if channel:
+                frames.send([header, ids, values] * hosted)
+                head = frames.recv()
+                frames.recv()
+                frames.recv()
+            else:
+                for _ in range(hosted):
+                    conn.send_bytes(header)
+                    conn.send_bytes(ids)
+                    conn.send_bytes(values)
+                head = conn.recv_bytes()
+                conn.recv_bytes()
+                conn.recv_bytes()
             if head[0]:
                 return
     finally:
         conn.close()
 
 
-def bare_ping(d, n, client_nodelay=True, min_seconds=1.0, min_rounds=20,
-              max_rounds=3000, warmup=5):
-    """Median round time of the bare ping, and bytes moved per round."""
+def bare_ping(d, n, client_nodelay=True, channel=False, min_seconds=1.0,
+              min_rounds=20, max_rounds=3000, warmup=5):
+    """Median round time of the bare ping, and bytes moved per round.
+
+    ``channel``: move the frames as the engine does (``FrameChannel``) rather
+    than one ``send_bytes`` / ``recv_bytes`` per frame."""
     import multiprocessing as mp
     from multiprocessing.connection import Listener
     up, down = ping_sizes(d, n)
@@ -223,7 +242,8 @@ def bare_ping(d, n, client_nodelay=True, min_seconds=1.0, min_rounds=20,
     ctx = mp.get_context("spawn")
     with Listener(("127.0.0.1", 0), authkey=key, backlog=n_procs) as listener:
         procs = [ctx.Process(target=_ping_client, daemon=True,
-                             args=(listener.address, key, h, up, down, client_nodelay))
+                             args=(listener.address, key, h, up, down, client_nodelay,
+                                   channel))
                  for h in hosted]
         for p in procs:
             p.start()
@@ -232,6 +252,7 @@ def bare_ping(d, n, client_nodelay=True, min_seconds=1.0, min_rounds=20,
             conn = listener.accept()
             no_delay(conn)
             conns.append(conn)
+        channels = [FrameChannel(conn) for conn in conns] if channel else None
         # Clients may connect in any order; any order serves (they host the
         # same numbers of workers up to one).
         go, stop = bytes(HEADER), b"\x01" + bytes(HEADER - 1)
@@ -240,11 +261,12 @@ def bare_ping(d, n, client_nodelay=True, min_seconds=1.0, min_rounds=20,
         t_end = None
         rnd = 0
         while True:
-            for conn, h in zip(conns, hosted):
+            for i, (conn, h) in enumerate(zip(conns, hosted)):
+                recv = channels[i].recv if channel else conn.recv_bytes
                 for _ in range(h):
-                    conn.recv_bytes()
-                    conn.recv_bytes()
-                    conn.recv_bytes()
+                    recv()
+                    recv()
+                    recv()
             now = time.perf_counter()
             rnd += 1
             if rnd == warmup:
@@ -252,10 +274,13 @@ def bare_ping(d, n, client_nodelay=True, min_seconds=1.0, min_rounds=20,
             last = (rnd >= max_rounds + warmup or
                     (t_end is not None and now >= t_end
                      and rnd >= min_rounds + warmup))
-            for conn in conns:
-                conn.send_bytes(stop if last else go)
-                conn.send_bytes(ids)
-                conn.send_bytes(values)
+            for i, conn in enumerate(conns):
+                if channel:
+                    channels[i].send([stop if last else go, ids, values])
+                else:
+                    conn.send_bytes(stop if last else go)
+                    conn.send_bytes(ids)
+                    conn.send_bytes(values)
             stamps.append(now)
             if last:
                 break
@@ -298,7 +323,8 @@ def verdicts(engine, d, ratio, rate):
 
 def print_table(rows, bare):
     head = (f"{'engine':<10} {'n':>3} {'d':>8} {'k':>3} {'round ms':>9} "
-            f"{'bare ms':>9} {'ratio':>7} {'bareNagle':>9} {'MB/round':>9} "
+            f"{'bare ms':>9} {'ratio':>7} {'bare ch':>9} {'ratioCh':>7} "
+            f"{'bareNagle':>9} {'MB/round':>9} "
             f"{'GB/s':>6} {'bareGB/s':>8}  {'<=2x bare':<10} {'>=1GB/s':<9} note")
     print(head)
     print("-" * len(head))
@@ -306,15 +332,18 @@ def print_table(rows, bare):
         key = (r["n"], r["d"])
         b = bare.get(key, {})
         bt, bb, bn = b.get("t"), b.get("bytes"), b.get("t_nagle")
+        bc = b.get("t_channel")
         t = r.get("t")
         ratio = t / bt if (t is not None and bt) else None
+        ratio_ch = t / bc if (t is not None and bc) else None
         nbytes = r.get("bytes")
         rate = nbytes / t if (nbytes and t) else None
         rv, gv = verdicts(r["engine"], r["d"], ratio, rate)
         shown_bytes = nbytes if nbytes else None
         print(f"{r['engine']:<10} {r['n']:>3} {r['d']:>8} {r['k']:>3} "
               f"{fmt_ms(t):>9} {fmt_ms(bt):>9} "
-              f"{'-' if ratio is None else f'{ratio:7.2f}':>7} {fmt_ms(bn):>9} "
+              f"{'-' if ratio is None else f'{ratio:7.2f}':>7} {fmt_ms(bc):>9} "
+              f"{'-' if ratio_ch is None else f'{ratio_ch:7.2f}':>7} {fmt_ms(bn):>9} "
               f"{'-' if shown_bytes is None else f'{shown_bytes / 1e6:9.3f}':>9} "
               f"{fmt_rate(shown_bytes, t):>6} {fmt_rate(bb, bt):>8}  "
               f"{rv:<10} {gv:<9} {r.get('note', '')}")
@@ -344,9 +373,11 @@ def part_rounds(rows, bare):
                 rows.append(dict(engine=eng, n=n, d=d, k=k, t=t, bytes=nbytes))
                 log(f"d={d} n={n} {eng}: {t * 1e3:.3f} ms/round")
             t_b, moved, cnt = bare_ping(d, n)
+            t_c, _, cnt_c = bare_ping(d, n, channel=True)
             t_n, _, cnt_n = bare_ping(d, n, client_nodelay=False)
-            bare[(n, d)] = dict(t=t_b, bytes=moved, t_nagle=t_n)
+            bare[(n, d)] = dict(t=t_b, bytes=moved, t_nagle=t_n, t_channel=t_c)
             log(f"d={d} n={n} bare: {t_b * 1e3:.3f} ms ({cnt} rounds), "
+                f"as the engine moves frames: {t_c * 1e3:.3f} ms ({cnt_c} rounds), "
                 f"client Nagle on: {t_n * 1e3:.3f} ms ({cnt_n} rounds)")
 
 
@@ -482,7 +513,9 @@ def main():
     print(f"command: {COMMAND}")
     print("ONE ROUND (median over epochs 2..k of diff(history_['seconds']); "
           "gd: 1 round per epoch)")
-    print("  bare ms   = bare ping, same frames, TCP_NODELAY both ends; "
+    print("  bare ms   = bare ping, same frames, TCP_NODELAY both ends, one "
+          "send_bytes/recv_bytes per frame; bare ch = the same frames moved as "
+          "the engine moves them (one write per burst, buffered reads); "
           "bareNagle = bare ping with TCP_NODELAY on the master only "
           "(what forgetting it on one end costs)")
     print("  +ND rows  = regression check: TCP_NODELAY set once more on the "

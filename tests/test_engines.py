@@ -67,6 +67,35 @@ def test_loky_processes_give_the_in_process_model_bitwise(solver, kind, layout,
         assert remote.communication_[key] == local.communication_[key]
 
 
+@pytest.mark.parametrize("solver", ["gd", "saga"])
+@pytest.mark.parametrize("sparsifier", ["shared", "none"])
+def test_loky_draws_as_the_in_process_engine_for_every_sparsifier(solver, sparsifier):
+    # gd tasks draw the uniforms of many epochs at once, from the same streams.
+    X, y = data("classifier", "sparse")
+    params = dict(solver=solver, sparsifier=sparsifier, n_workers=7, n_blocks=8,
+                  max_iter=4)
+    local = fit("classifier", X, y, **params)
+    remote = fit("classifier", X, y, n_jobs=2, **params)
+    assert_array_equal(remote.coef_, local.coef_)
+    assert_array_equal(remote.intercept_, local.intercept_)
+
+
+def test_loky_model_larger_than_a_pack_of_messages():
+    # Dense messages of 150001 values: a task computes and sends one worker's
+    # message at a time (the pack buffer holds one), not all of its workers'.
+    import scipy.sparse as sp
+    rng = np.random.default_rng(0)
+    X = sp.random(64, 150_000, density=1e-4, format="csr", random_state=0)
+    y = rng.integers(0, 2, 64)
+    params = dict(solver="gd", sparsifier="none", n_workers=5, step_size=0.5,
+                  max_iter=3)
+    local = fit("classifier", X, y, **params)
+    remote = fit("classifier", X, y, n_jobs=2, **params)
+    assert_array_equal(remote.coef_, local.coef_)
+    assert remote.communication_["wire_uplink_payload_bytes"] == \
+        local.communication_["uplink_bytes"]
+
+
 def test_measured_wire_bytes():
     X, y = data("classifier", "sparse")
     est = fit("classifier", X, y, n_workers=7, n_jobs=2)
