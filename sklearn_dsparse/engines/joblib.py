@@ -43,6 +43,7 @@ from joblib import Parallel, delayed, parallel_config
 from joblib.parallel import get_active_backend
 from numba import njit
 
+from .._layout import kernel_view, n_outputs
 from ..accounting import new_counters
 from ..master import aggregate_message, master_step
 from ..messages import BLOCK_ID_BYTES, HEADER_BYTES, message_nbytes
@@ -254,7 +255,7 @@ def _gather_touched(A, touched, starts, ids_out, values_out):
 
     Returns the numbers of blocks and of values written.
     """
-    K = A.shape[1]
+    K = n_outputs(A)
     a = A.reshape(-1)
     n_sent = 0
     pos = 0
@@ -288,6 +289,9 @@ class _WorkerGroup:
         self.alpha = np.zeros((self.Y.shape[0] if saga else 0, K))
         self.abar = np.zeros((n_hosted, p1 if saga else 0, K))
         self.h = np.zeros((n_hosted, p1 if self.use_control_variates else 0, K))
+        # The replica and the workers' state as the kernels take them (_layout).
+        for name in ("W", "hbar", "A", "alpha", "abar", "h"):
+            setattr(self, name, kernel_view(getattr(self, name)))
         if saga:
             for i in range(n_hosted):
                 s, e = self.shard_starts[i], self.shard_starts[i + 1]
@@ -310,7 +314,7 @@ class _WorkerGroup:
             selected=np.zeros(self.n_blocks, dtype=np.bool_),
             block_list=np.empty(self.n_blocks, dtype=np.int64),
             rows=np.empty(max(self.batch_size, 1), dtype=np.int64),
-            seen=np.zeros(max_rows, dtype=np.bool_), estimate=np.zeros((p1, K)),
+            seen=np.zeros(max_rows, dtype=np.bool_), estimate=np.zeros_like(self.W),
             z=np.empty(K), dz=np.empty(K),
             ids_out=np.empty(self.workers_per_pack * n_sel_max, dtype=np.int32),
             values_out=np.empty(max(packed, max_message)),
