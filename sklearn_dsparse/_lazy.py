@@ -110,12 +110,13 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
                     z[k] = 0.0
                 for t in range(indptr[r], indptr[r + 1]):
                     j = indices[t]
-                    then = last[j]
-                    if then != now:  # catch up on the rounds no drawn row used j
-                        f = cumulative[now] - cumulative[then]
-                        for k in range(K):
-                            w[j, k] -= f * mean[j, k]
-                        last[j] = now
+                    # Catch up on the rounds no drawn row used j: without a
+                    # branch (f = 0 when j is current), which mispredicts
+                    # about half the time on rows of a few dozen features.
+                    f = cumulative[now] - cumulative[last[j]]
+                    for k in range(K):
+                        w[j, k] -= f * mean[j, k]
+                    last[j] = now
                     for k in range(K):
                         z[k] += data[t] * w[j, k]
                 for k in range(K):
