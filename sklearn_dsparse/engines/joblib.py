@@ -567,10 +567,11 @@ class JoblibEngine(Engine):
             id_frames.append(ids)
             value_frames.append(values)
             sizes[j] = len(ids) // BLOCK_ID_BYTES, len(values) // VALUE_BYTES
-        # One compiled call for all the messages of the task (b"".join of a
-        # single frame is that frame, no copy).
-        ids = b"".join(id_frames)
-        values = b"".join(value_frames)
+        # One compiled call for all the messages of the task; a task hosting
+        # one worker has nothing to join (a large frame is a bytearray, which
+        # join would copy).
+        ids, values = (id_frames[0], value_frames[0]) if n_hosted == 1 else \
+            (b"".join(id_frames), b"".join(value_frames))
         pb = self.problem
         _aggregate_messages(self._A, self._touched, np.frombuffer(ids, dtype=np.int32),
                             np.frombuffer(values, dtype=np.float64), sizes,
