@@ -81,11 +81,12 @@ def test_loky_draws_as_the_in_process_engine_for_every_sparsifier(solver, sparsi
 
 
 def test_loky_model_larger_than_a_pack_of_messages():
-    # Dense messages of 150001 values: a task computes and sends one worker's
-    # message at a time (the pack buffer holds one), not all of its workers'.
+    # Dense messages of 300001 values: a task computes and sends one worker's
+    # message at a time (the pack buffer holds one), not all of its workers',
+    # and the master broadcasts at the end of every round (a large model).
     import scipy.sparse as sp
     rng = np.random.default_rng(0)
-    X = sp.random(64, 150_000, density=1e-4, format="csr", random_state=0)
+    X = sp.random(64, 300_000, density=1e-4, format="csr", random_state=0)
     y = rng.integers(0, 2, 64)
     params = dict(solver="gd", sparsifier="none", n_workers=5, step_size=0.5,
                   max_iter=3)

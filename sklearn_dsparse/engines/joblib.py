@@ -17,10 +17,10 @@ A message travels as three frames of the connection: the 16-byte header
 (empty when all blocks are sent) and the float64 values: exactly the bytes
 ``messages.message_nbytes`` counts; the connection adds a 4-byte length to
 each frame (reported as framing).  A task sends the messages of its workers
-in one write and the master sends a task the next epoch's command and the
-broadcast in one write (``_FrameChannel``), so that each process wakes once
-per round: on small models, wake-ups and system calls, not bytes, are what
-a round costs.
+in one write (``_FrameChannel``) and, on small models, the master sends a
+task the next epoch's command and the last broadcast in one write, so that
+each process wakes once per round: on small models, wake-ups and system
+calls, not bytes, are what a round costs.
 
 The master's address is ``SKLEARN_DSPARSE_MASTER_ADDRESS`` (default
 127.0.0.1; set it to an address the cluster's workers can reach), and tasks
@@ -63,6 +63,11 @@ VALUE_BYTES = np.dtype(np.float64).itemsize
 MIN_PACKED_VALUES = 1 << 17
 # gd draws up to this many uniforms ahead (_WorkerGroup.epoch_uniforms).
 DRAW_AHEAD_VALUES = 1 << 16
+# Models of at most this many parameters send an epoch's last broadcast with
+# the next command (JoblibEngine._send_command).  Measured on 2 cores: at 1e5
+# parameters, waking the tasks once per round is worth more; at 1e6, moving
+# and applying the broadcast (milliseconds) while the master steps is.
+MAX_DEFERRED_PARAMETERS = 1 << 18
 
 
 class WorkerProcessError(RuntimeError):
@@ -385,8 +390,8 @@ class _WorkerGroup:
     def run(self, channel):
         """Run the epochs the master commands until it says stop.
 
-        The broadcast of an epoch's last round comes after the next command
-        (``JoblibEngine._send_command``).
+        On small models the broadcast of an epoch's last round comes after
+        the next command (``JoblibEngine._send_command``).
         """
         n_hosted = len(self.worker_ids)
         broadcast_pending = False
@@ -405,7 +410,10 @@ class _WorkerGroup:
                     first, packed = packed, self.pack(packed, u_blocks[:, rnd],
                                                       u_rows[:, rnd])
                     self.send_pack(channel, rnd, first, packed)
-            broadcast_pending = True
+            if self.broadcast_with_command:
+                broadcast_pending = True
+            else:
+                self.apply_broadcast(channel)
 
 
 def serve(address, authkey):
@@ -490,6 +498,7 @@ class JoblibEngine(Engine):
         self._broadcast_ids = np.empty(m, dtype=np.int32)
         self._broadcast_values = np.empty(p1 * K)
         self._message_sizes = np.empty((max(self._hosted), 2), dtype=np.int64)
+        self._broadcast_with_command = p1 * K <= MAX_DEFERRED_PARAMETERS
         X = pb.X
         for conn, group in zip(self._conns, groups):
             s, e = pb.shard_starts[group[0]], pb.shard_starts[group[-1] + 1]
@@ -505,7 +514,8 @@ class JoblibEngine(Engine):
                 sends_all=pb.sparsifier.sends_all, sparsifier=pb.sparsifier,
                 batch_size=pb.batch_size, starts=pb.partition.starts,
                 column_block=pb.partition.column_block, n_blocks=m,
-                step=pb.step_size, cv_fraction=1.0 / pb.sparsifier.scale))
+                step=pb.step_size, cv_fraction=1.0 / pb.sparsifier.scale,
+                broadcast_with_command=self._broadcast_with_command))
         self._channels = [_FrameChannel(conn) for conn in self._conns]
         self._counters = new_counters()
         self.wire = dict(uplink_payload_bytes=0, uplink_framing_bytes=0,
@@ -561,10 +571,11 @@ class JoblibEngine(Engine):
             id_frames.append(ids)
             value_frames.append(values)
             sizes[j] = len(ids) // BLOCK_ID_BYTES, len(values) // VALUE_BYTES
-        # One compiled call for all the messages of the task (b"".join of a
-        # single frame is that frame, no copy).
-        ids = b"".join(id_frames)
-        values = b"".join(value_frames)
+        # One compiled call for all the messages of the task; a task hosting
+        # one worker has nothing to join (a large frame is a bytearray, which
+        # join would copy).
+        ids, values = (id_frames[0], value_frames[0]) if n_hosted == 1 else \
+            (b"".join(id_frames), b"".join(value_frames))
         pb = self.problem
         _aggregate_messages(self._A, self._touched, np.frombuffer(ids, dtype=np.int32),
                             np.frombuffer(values, dtype=np.float64), sizes,
@@ -591,11 +602,12 @@ class JoblibEngine(Engine):
     def _send_command(self, command):
         """The command to every task, then the last round's broadcast if pending.
 
-        The broadcast of an epoch's last round waits for the next command (or
-        the stop) and goes in the same write: a task then wakes once per
-        round, as inside an epoch, rather than once for the broadcast and once
-        more for the command (a wake-up costs tens of microseconds, as much as
-        a small model's round).  ``wire_bytes`` counts it when it is made.
+        On models of up to ``MAX_DEFERRED_PARAMETERS``, the broadcast of an
+        epoch's last round waits for the next command (or the stop) and goes
+        in the same write: a task then wakes once per round, as inside an
+        epoch, rather than once for the broadcast and once more for the
+        command (a wake-up costs tens of microseconds, as much as a small
+        model's round).  ``wire_bytes`` counts it when it is made.
         """
         pending, self._pending_broadcast = self._pending_broadcast, None
         frames = [command]
@@ -616,7 +628,7 @@ class JoblibEngine(Engine):
                                                      self._hosted):
                     self._receive_messages(channel, first, n_hosted, rnd)
                 ids, values = self._gather_broadcast()
-                if rnd < n_rounds - 1:
+                if rnd < n_rounds - 1 or not self._broadcast_with_command:
                     frames = _message_frames(0, rnd, ids, values)
                     for channel in self._channels:
                         channel.send(frames)
