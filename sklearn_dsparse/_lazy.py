@@ -28,8 +28,8 @@ import numpy as np
 from numba import njit
 
 from ._layout import n_outputs
+from .accounting import count_message, count_round
 from .losses import loss_derivative
-from .messages import message_nbytes
 from .solvers import SAGA, swap_table_entry
 from .sparsifiers import floyd_sample
 
@@ -97,7 +97,6 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
     # Every row of a round is differentiated at the round's W, then applied.
     dZ = np.empty((n_workers, max(batch, 1), K))
     z = np.empty(K)
-    message = message_nbytes(n_blocks, p1 * K, n_blocks, 8)
     for now in range(n_rounds):
         for i in range(n_workers):
             s = shard_starts[i]
@@ -132,8 +131,7 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
                 loss_derivative(loss_id, z, Y[r], dz)
                 if solver == SAGA:
                     swap_table_entry(table, r, dz)
-            counters[1] += message
-            counters[4] += n_blocks
+            count_message(counters, n_blocks, p1 * K, n_blocks)
         # W <- decay W - step (S + abar), on the scaled rows (W = scale V):
         # V -= step (S + abar) / new_scale.  A row's abar term is applied at
         # its first use in the round, before the round changes abar;
@@ -177,7 +175,5 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
         if scale < 1e-6:  # keep V within range: fold the scale in, O(d), rarely
             _rescale(w, mean, last, cumulative, now + 1, step, n_coef, scale)
             scale = 1.0
-        counters[0] += 1
-        counters[2] += n_workers * message
-        counters[3] += n_workers * message
+        count_round(counters, n_workers, n_blocks, p1 * K, n_blocks, p1 * K)
     _rescale(w, mean, last, cumulative, n_rounds, step, n_coef, scale)

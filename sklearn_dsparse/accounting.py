@@ -1,12 +1,16 @@
 """Bytes up and down, and the per-epoch history.
 
-Bytes are counted where messages are made (``messages.message_nbytes``, called
-inside the round); this module only accumulates and presents them.
+Every engine counts its rounds with ``count_message`` and ``count_round``
+(compiled, called inside the round, sizes from ``messages.message_nbytes``);
+this module accumulates and presents them.
 """
 
 from collections.abc import Mapping
 
 import numpy as np
+from numba import njit
+
+from .messages import message_nbytes
 
 #: Order of the int64 counters a round loop increments.
 COUNTERS = ("rounds", "uplink_bytes", "downlink_bytes", "dense_uplink_bytes",
@@ -15,6 +19,24 @@ COUNTERS = ("rounds", "uplink_bytes", "downlink_bytes", "dense_uplink_bytes",
 
 def new_counters():
     return np.zeros(len(COUNTERS), dtype=np.int64)
+
+
+@njit(cache=True)
+def count_message(counters, n_blocks_sent, n_values, n_blocks):
+    """One worker's message to the master."""
+    counters[1] += message_nbytes(n_blocks_sent, n_values, n_blocks)
+    counters[4] += n_blocks_sent
+
+
+@njit(cache=True)
+def count_round(counters, n_workers, n_blocks_sent, n_values, n_blocks,
+                n_parameters):
+    """The end of a round: the broadcast, received by every worker, and the
+    dense messages (``n_parameters`` values each) that averaging would have
+    sent up instead."""
+    counters[0] += 1
+    counters[2] += n_workers * message_nbytes(n_blocks_sent, n_values, n_blocks)
+    counters[3] += n_workers * message_nbytes(n_blocks, n_parameters, n_blocks)
 
 
 class CommunicationStats(Mapping):

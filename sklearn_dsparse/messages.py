@@ -16,12 +16,13 @@ from numba import njit
 
 HEADER_BYTES = 16
 BLOCK_ID_BYTES = np.dtype(np.int32).itemsize
+VALUE_BYTES = np.dtype(np.float64).itemsize
 
 
 @njit(cache=True)
-def message_nbytes(n_blocks_sent, n_values, n_blocks_total, itemsize=8):
+def message_nbytes(n_blocks_sent, n_values, n_blocks_total, itemsize=VALUE_BYTES):
     """Exact size of a message, in bytes."""
-    ids = 0 if n_blocks_sent == n_blocks_total else n_blocks_sent * 4
+    ids = 0 if n_blocks_sent == n_blocks_total else n_blocks_sent * BLOCK_ID_BYTES
     return HEADER_BYTES + ids + n_values * itemsize
 
 

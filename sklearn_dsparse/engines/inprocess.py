@@ -11,9 +11,8 @@ from numba import njit
 
 from .. import _lazy
 from .._layout import kernel_view, n_outputs
-from ..accounting import new_counters
+from ..accounting import count_message, count_round, new_counters
 from ..master import aggregate_message, master_step
-from ..messages import message_nbytes
 from ..solvers import SAGA, init_saga_table
 from ..worker import worker_round
 from .base import Engine
@@ -41,7 +40,6 @@ def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
     values = np.empty(W.size)
     z = np.empty(K)
     dz = np.empty(K)
-    dense_nbytes = message_nbytes(n_blocks, W.size, n_blocks, 8)
     cv_fraction = 1.0 / scale
     for rnd in range(n_rounds):
         for i in range(n_workers):
@@ -55,13 +53,10 @@ def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
                 selected, block_list, rows, seen, estimate, z, dz, values)
             aggregate_message(A, touched, block_list, n_sel, starts, values,
                               weights[i])
-            counters[1] += message_nbytes(n_sel, n_val, n_blocks, 8)
-            counters[4] += n_sel
+            count_message(counters, n_sel, n_val, n_blocks)
         nb, nv = master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
                              use_control_variates, cv_fraction)
-        counters[0] += 1
-        counters[2] += n_workers * message_nbytes(nb, nv, n_blocks, 8)
-        counters[3] += n_workers * dense_nbytes
+        count_round(counters, n_workers, nb, nv, n_blocks, W.size)
 
 
 class InProcessEngine(Engine):

@@ -44,9 +44,9 @@ from joblib.parallel import get_active_backend
 from numba import njit
 
 from .._layout import kernel_view, n_outputs
-from ..accounting import new_counters
+from ..accounting import count_message, count_round, new_counters
 from ..master import aggregate_message, master_step
-from ..messages import BLOCK_ID_BYTES, HEADER_BYTES, message_nbytes
+from ..messages import BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES
 from ..solvers import GD, SAGA, init_saga_table
 from ..worker import worker_round
 from .base import Engine
@@ -57,7 +57,6 @@ assert _HEADER.size == HEADER_BYTES
 # The master's command before each epoch: its number of rounds, 0 to stop.
 _COMMAND = struct.Struct("<Q")
 _STOP = _COMMAND.pack(0)
-VALUE_BYTES = np.dtype(np.float64).itemsize
 # A task computes, then sends, the messages of as many of its workers at once
 # as fit in max(n_columns * n_outputs, this) values (_WorkerGroup).
 MIN_PACKED_VALUES = 1 << 17
@@ -248,8 +247,7 @@ def _aggregate_messages(A, touched, ids, values, sizes, weights, starts, all_blo
             n_sel = n_ids
             aggregate_message(A, touched, ids[id_pos:id_pos + n_ids], n_sel, starts,
                               message_values, weights[j])
-        counters[1] += message_nbytes(n_sel, n_values, n_blocks, 8)
-        counters[4] += n_sel
+        count_message(counters, n_sel, n_values, n_blocks)
         id_pos += n_ids
         value_pos += n_values
 
@@ -619,7 +617,6 @@ class JoblibEngine(Engine):
     def run_epoch(self, n_rounds):
         pb = self.problem
         n, m = pb.n_workers, pb.partition.n_blocks
-        dense_nbytes = message_nbytes(m, self._W.size, m, 8)
         self._in_epoch = True
         try:
             self._send_command(_COMMAND.pack(n_rounds))
@@ -638,9 +635,7 @@ class JoblibEngine(Engine):
                                      pb.partition.starts, pb.step_size, pb.penalty.l1,
                                      pb.fit_intercept, pb.use_control_variates,
                                      1.0 / pb.sparsifier.scale)
-                self._counters[0] += 1
-                self._counters[2] += n * message_nbytes(nb, nv, m, 8)
-                self._counters[3] += n * dense_nbytes
+                count_round(self._counters, n, nb, nv, m, self._W.size)
             self._in_epoch = False
         except (EOFError, OSError) as exc:
             self._raise_task_error()
