@@ -56,6 +56,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from sklearn_dsparse import DistributedSparseLogisticRegression
+from sklearn_dsparse._testing import datasets_dir as shared_datasets_dir
 
 TARGET = {1: 1.5, 16: 2.0}  # max ratio to sklearn's saga per epoch, by n_workers
 
@@ -68,10 +69,7 @@ DATASETS = {
 
 
 def datasets_dir():
-    env = os.environ.get("DSPARSE_DATASETS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    return shared_datasets_dir(Path(__file__).resolve().parents[1])
 
 
 def load(name):

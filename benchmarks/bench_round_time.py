@@ -73,6 +73,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sklearn_dsparse._testing import datasets_dir as shared_datasets_dir
 from sklearn_dsparse.engines.joblib import _FrameChannel as FrameChannel
 from sklearn_dsparse.engines.joblib import _no_delay as no_delay
 
@@ -425,10 +426,7 @@ def part_dask(rows):
 
 
 def datasets_dir():
-    env = os.environ.get("DSPARSE_DATASETS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    return shared_datasets_dir(Path(__file__).resolve().parents[1])
 
 
 def part_a9a():

@@ -7,7 +7,6 @@ $DSPARSE_DATASETS):
     python examples/compare_sparsifiers.py
 """
 
-import os
 import warnings
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from sklearn_dsparse import DistributedSparseLogisticRegression
+from sklearn_dsparse._testing import datasets_dir
 
-DATA = Path(os.environ.get("DSPARSE_DATASETS",
-                           Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+DATA = datasets_dir(Path(__file__).resolve().parents[1])
 X, y = load_svmlight_file(str(DATA / "a5a.bz2"), n_features=123, zero_based=False)
 C, target = 0.01, 1e-6
 

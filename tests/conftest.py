@@ -1,4 +1,3 @@
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -6,8 +5,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_svmlight_file
 
-DATASETS = Path(os.environ.get(
-    "DSPARSE_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+from sklearn_dsparse._testing import datasets_dir
+
+DATASETS = datasets_dir(Path(__file__).resolve().parents[1])
 
 N_FEATURES = {"a1a": 123, "a5a": 123, "a9a": 123, "a9a.t": 123, "mushrooms": 112,
               "phishing": 68, "news20": 62061, "abalone_scale": 8}
