@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit
 from sklearn.exceptions import ConvergenceWarning
 
+from . import _lazy
 from .accounting import CommunicationStats, History
 from .blocks import BlockPartition
 from .engines import engine_for
@@ -57,6 +58,12 @@ class Problem:
         return SOLVERS[self.solver_name]
 
     @property
+    def batch_size_used(self):
+        """Rows of the largest shard a worker uses per round (all of them for gd)."""
+        largest = int(np.max(np.diff(self.shard_starts)))
+        return largest if self.solver == GD else min(self.batch_size, largest)
+
+    @property
     def rounds_per_epoch(self):
         if self.solver == GD:
             return 1
@@ -69,6 +76,7 @@ class FitResult:
     coef: np.ndarray  # (n_columns, n_outputs)
     n_iter: int
     step_size: float
+    batch_size: int
     communication: CommunicationStats
     history: dict
 
@@ -100,6 +108,35 @@ def split_rows(n_samples, n_workers):
     sizes = np.full(n_workers, base, dtype=np.int64)
     sizes[:extra] += 1
     return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+#: batch_size="auto" reads at least this many non-zeros per parameter row a round.
+NNZ_PER_PARAMETER_ROW = 2
+#: ... and never fewer rows per worker than this (what small models get).
+MIN_AUTO_BATCH = 16
+
+
+def auto_batch_size(X, n_workers, n_columns):
+    """Rows per worker per round for ``batch_size="auto"``, where rounds are
+    not lazy (``_lazy.possible``: those cost O(nnz of the batch) and keep
+    ``MIN_AUTO_BATCH``).
+
+    Such a round costs O(d) whatever its batch: every worker builds tau dense
+    blocks and the master moves every parameter (control variates, or every
+    block sent), so an epoch of N / (n b) rounds costs O(N d / (n b)) beside
+    the O(nnz) of its rows.  This batch makes the round's minibatches (n b
+    rows of nnz / N non-zeros) read at least ``NNZ_PER_PARAMETER_ROW``
+    non-zeros per parameter row, so the rows, not the messages, dominate an
+    epoch; it is ``MIN_AUTO_BATCH`` on narrow data (a9a, phishing) and grows
+    on wide sparse data (news20 at n_workers=16: 98).  Such data has rows far apart (L_max
+    much above L_F), so the safe step grows like b and the epochs to a given
+    accuracy do not (see docs/index.md, "Batch size").
+    """
+    nnz_per_row = max(X.nnz / X.shape[0], 1.0)
+    batch = max(MIN_AUTO_BATCH,
+                int(np.ceil(NNZ_PER_PARAMETER_ROW * n_columns
+                            / (n_workers * nnz_per_row))))
+    return min(batch, -(-X.shape[0] // n_workers))
 
 
 def smoothness_constants(problem, sample_weight):
@@ -154,8 +191,11 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     problem = Problem(X=X, Y=Y, c=c, shard_starts=shard_starts, weights=weights,
                       loss=loss, penalty=penalty, fit_intercept=fit_intercept,
                       partition=partition, sparsifier=sparsifier,
-                      solver_name=solver, batch_size=int(batch_size),
+                      solver_name=solver,
+                      batch_size=MIN_AUTO_BATCH if batch_size == "auto" else batch_size,
                       use_control_variates=bool(control_variates))
+    if batch_size == "auto" and not _lazy.possible(problem):
+        problem.batch_size = auto_batch_size(X, n_workers, n_columns)
     if step_size == "auto":
         L_F, L_b = smoothness_constants(problem, sample_weight)
         step_size = auto_step_size(sparsifier, weights, L_F, L_b)
@@ -206,6 +246,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
             f"change of the coefficients fell below tol={tol}: increase "
             "max_iter, or the step size.", ConvergenceWarning, stacklevel=3)
     return FitResult(coef=W, n_iter=epoch, step_size=problem.step_size,
+                     batch_size=problem.batch_size_used,
                      communication=CommunicationStats(counters, wire_bytes),
                      history=history.as_dict())
 

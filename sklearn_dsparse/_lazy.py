@@ -36,10 +36,16 @@ from .sparsifiers import floyd_sample
 
 def applies(problem):
     """Whether ``run_lazy_rounds`` computes this problem's rounds, and faster."""
+    return possible(problem) and cheaper(problem)
+
+
+def possible(problem):
+    """Whether this problem's rounds are dense averaging steps that can be
+    computed lazily: every block sent, no control variates, no L1."""
     sparsifier = problem.sparsifier
     return (sparsifier.blocks_per_worker == sparsifier.n_blocks
             and not problem.use_control_variates and problem.penalty.l1 == 0.0
-            and problem.solver_name in ("saga", "sgd") and cheaper(problem))
+            and problem.solver_name in ("saga", "sgd"))
 
 
 def cheaper(problem):

@@ -294,3 +294,36 @@ def test_diverging_step_stops_with_a_hint(solver):
     with pytest.raises(FloatingPointError, match="smaller step_size"):
         est.fit(X, y)
     assert not hasattr(est, "coef_")
+
+
+def test_auto_batch_size_follows_the_width_of_the_data():
+    X, y = load("news20")
+    y = (y == 1).astype(int)
+    params = dict(max_iter=4, tol=0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # Compressed rounds cost O(n_features): the batch grows until the rows
+        # a round reads hold twice as many non-zeros as there are parameters.
+        wide = DistributedSparseLogisticRegression(n_workers=16, **params).fit(X, y)
+        small = DistributedSparseLogisticRegression(n_workers=16, batch_size=16,
+                                                    **params).fit(X, y)
+        # One worker sends every block: lazy rounds cost O(nnz), 16 rows.
+        single = DistributedSparseLogisticRegression(n_workers=1, max_iter=1
+                                                     ).fit(X[:500], y[:500])
+        gd = DistributedSparseLogisticRegression(n_workers=3, solver="gd", max_iter=1
+                                                 ).fit(X[:500], y[:500])
+        narrow = DistributedSparseLogisticRegression(n_workers=16, max_iter=1
+                                                     ).fit(*small_binary())
+    expected = int(np.ceil(2 * (X.shape[1] + 1) / (16 * X.nnz / X.shape[0])))
+    assert wide.batch_size_ == expected == 98
+    assert small.batch_size_ == 16
+    largest_shard = -(-X.shape[0] // 16)
+    assert wide.communication_["rounds"] == 4 * -(-largest_shard // expected)
+    # Rows of news20 are far apart, so the safe step grows like the batch and
+    # an epoch makes as much progress, in 1/6 of the rounds and uplink bytes.
+    assert wide.step_size_ == pytest.approx(small.step_size_ * expected / 16, rel=0.05)
+    assert wide.history_["objective"][-1] <= small.history_["objective"][-1]
+    assert wide.communication_["uplink_bytes"] < small.communication_["uplink_bytes"] / 5
+    assert single.batch_size_ == 16
+    assert gd.batch_size_ == 167  # gd uses every row of the largest shard
+    assert narrow.batch_size_ == 16

@@ -42,7 +42,7 @@ class DistributedSparseMixin:
                               StrOptions({"auto"})],
         "sparsifier": [StrOptions({"independent", "shared", "none"})],
         "control_variates": ["boolean", StrOptions({"auto"})],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "step_size": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -117,6 +117,7 @@ class DistributedSparseMixin:
             n_jobs=self.n_jobs)
         self.n_iter_ = result.n_iter
         self.step_size_ = result.step_size
+        self.batch_size_ = result.batch_size
         self.communication_ = result.communication
         self.history_ = result.history
         self.n_blocks_ = n_blocks

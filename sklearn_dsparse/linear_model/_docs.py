@@ -38,11 +38,16 @@ SHARED_PARAMETERS = """\
         (ISEGA/DIANA) so the compression noise vanishes at the optimum.
         "auto" turns them on whenever workers send fewer than all blocks.
 
-    batch_size : int, default=16
+    batch_size : int or "auto", default="auto"
         Rows per worker per round for "saga" and "sgd" (clipped to the shard
         size).  One epoch is ``ceil(max_i N_i / batch_size)`` rounds: a larger
         batch means fewer rounds (messages) per epoch and a larger safe step,
-        but more epochs to a given accuracy.
+        but, once the rows of a batch overlap, more epochs to a given accuracy.
+        "auto" is ``max(16, ceil(2 * (n_features + fit_intercept) /
+        (n_workers * mean non-zeros per row)))``: 16 on narrow data, larger on
+        wide sparse data, where every round's O(n_features) message work
+        would otherwise cost more than its rows (see docs/index.md).  The
+        value used is ``batch_size_``.
 
     step_size : float or "auto", default="auto"
         The master's step.  "auto" is the rule of ``sklearn_dsparse.step_size``
@@ -82,6 +87,10 @@ SHARED_ATTRIBUTES = """\
 
     step_size_ : float
         The step size used.
+
+    batch_size_ : int
+        Rows of the largest shard each worker used per round ("saga",
+        "sgd"; every row of it for "gd").
 
     n_blocks_ : int
         The number of blocks used.

@@ -50,7 +50,7 @@ class DistributedSparseElasticNet(RegressorMixin, DistributedSparseRegressorMixi
 
     def __init__(self, alpha=1.0, *, l1_ratio=0.5, fit_intercept=True, solver="saga",
                  n_workers=4, n_blocks="auto", blocks_per_worker="auto",
-                 sparsifier="independent", control_variates="auto", batch_size=16,
+                 sparsifier="independent", control_variates="auto", batch_size="auto",
                  step_size="auto", max_iter=1000, tol=1e-4, random_state=None,
                  verbose=0, warm_start=False, n_jobs=None):
         self.alpha = alpha
@@ -90,7 +90,7 @@ class DistributedSparseLasso(DistributedSparseElasticNet):
 
     def __init__(self, alpha=1.0, *, fit_intercept=True, solver="saga", n_workers=4,
                  n_blocks="auto", blocks_per_worker="auto", sparsifier="independent",
-                 control_variates="auto", batch_size=16, step_size="auto",
+                 control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
                  warm_start=False, n_jobs=None):
         super().__init__(

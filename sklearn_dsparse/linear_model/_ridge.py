@@ -42,7 +42,7 @@ class DistributedSparseRidge(RegressorMixin, DistributedSparseRegressorMixin,
 
     def __init__(self, alpha=1.0, *, fit_intercept=True, solver="saga", n_workers=4,
                  n_blocks="auto", blocks_per_worker="auto", sparsifier="independent",
-                 control_variates="auto", batch_size=16, step_size="auto",
+                 control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
                  warm_start=False, n_jobs=None):
         self.alpha = alpha
