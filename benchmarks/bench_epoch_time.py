@@ -19,11 +19,16 @@ after each epoch, nor the convergence check, so the per-epoch differences are
 compute only.  Epoch 1 is clean now (the engine start is in the first entry),
 but the per-fit value is still the median of the differences of epochs
 2..max_iter.  The setup before the engine starts (validation, step size from
-the Gram top eigenvalues, the initial objectives) is not counted at all.  Each
-configuration is fitted a few times and the median of the per-fit medians is
-reported.  Numba compile time is excluded by a warm-up fit on a few rows of
-the same data.  Control variates are off automatically at n_workers=1 (every
-worker sends every block), as the estimator's default does.
+the Gram top eigenvalues, the initial objectives) is not counted at all.
+Numba compile time is excluded by a warm-up fit on a few rows of the same
+data.  Control variates are off automatically at n_workers=1 (every worker
+sends every block), as the estimator's default does.
+
+Interleaved repeats: the speed of these shared machines drifts by tens of
+per cent within minutes, so each repeat times scikit-learn and then every
+configuration back to back, and a configuration's ratio is the median over
+repeats of its time divided by scikit-learn's time of the same repeat (the
+spread of those ratios is printed).
 
 History overhead (measured once per dataset row, i.e. per task): the time of the
 objective evaluation that history_ needs after every epoch, which a fit spends
@@ -106,42 +111,19 @@ def dsparse_fit(X, y, n_workers, batch_size, max_iter):
     return est
 
 
-def time_dsparse(X, y, n_workers, batch_size, *, max_epochs, max_repeats,
-                 fit_budget, config_budget):
-    """Median seconds per epoch, and a note on how many fits/epochs it came from.
-
-    The first fit runs 3 epochs to estimate the epoch time; later fits run as
-    many epochs as fit in ``fit_budget`` seconds (3..max_epochs), and repeats
-    stop once ``config_budget`` seconds have been spent on the configuration.
-    """
-    # Warm-up: compile (or load from numba's cache) for these dtypes and loss.
-    # A strided subset of rows, so that every class is there whatever the order.
+def warm_up(X, y, n_workers, batch_size):
+    """Compile (or load from numba's cache) for these dtypes and loss, on a
+    strided subset of rows, so that every class is there whatever the order."""
     idx = np.arange(0, X.shape[0], max(1, X.shape[0] // max(300, 2 * n_workers)))
     dsparse_fit(X[idx], y[idx], n_workers, batch_size, 2)
 
-    per_fit, epochs_run = [], []
-    spent = 0.0
-    estimate = None
-    for rep in range(max_repeats):
-        if rep > 0 and spent > config_budget:
-            break
-        if estimate is None:
-            max_iter = min(3, max_epochs)
-        else:
-            max_iter = int(min(max_epochs, max(3, fit_budget // max(estimate, 1e-9))))
-        t0 = time.perf_counter()
-        est = dsparse_fit(X, y, n_workers, batch_size, max_iter)
-        spent += time.perf_counter() - t0
-        assert est.n_iter_ == max_iter, (est.n_iter_, max_iter)
-        diffs = np.diff(np.asarray(est.history_["seconds"], dtype=float))
-        steady = diffs[1:] if diffs.size > 1 else diffs  # drop epoch 1 (setup)
-        per_fit.append(float(np.median(steady)))
-        epochs_run.append(max_iter)
-        estimate = statistics.median(per_fit)
-    note = (f"batch_size_={est.batch_size_}, {len(per_fit)} fit(s) x "
-            f"{'/'.join(map(str, epochs_run))} ep")
-    spread = f"[{min(per_fit):.4g}..{max(per_fit):.4g}]" if len(per_fit) > 1 else ""
-    return statistics.median(per_fit), (note + " " + spread).strip(), spent
+
+def dsparse_epoch(X, y, n_workers, batch_size, epochs):
+    """Seconds per epoch of one fit (median of epochs 2..epochs), and the fit."""
+    est = dsparse_fit(X, y, n_workers, batch_size, epochs)
+    assert est.n_iter_ == epochs, (est.n_iter_, epochs)
+    diffs = np.diff(np.asarray(est.history_["seconds"], dtype=float))
+    return float(np.median(diffs[1:])), est  # epoch 1 dropped (setup)
 
 
 def time_history_overhead(X, y, *, n_workers=1, batch_size=16, epochs=3):
@@ -184,19 +166,6 @@ def sklearn_fit_time(X, y, k):
     return wall, n_iter
 
 
-def time_sklearn(X, y, *, k, repeats):
-    sklearn_fit_time(X, y, 1)  # warm-up, not timed
-    per_epoch, walls_k, walls_1 = [], [], []
-    for _ in range(repeats):
-        wall, n_iter = sklearn_fit_time(X, y, k)
-        assert n_iter == k, (n_iter, k)
-        walls_k.append(wall)
-        per_epoch.append(wall / n_iter)
-        walls_1.append(sklearn_fit_time(X, y, 1)[0])
-    marginal = (statistics.median(walls_k) - statistics.median(walls_1)) / (k - 1)
-    return statistics.median(per_epoch), marginal
-
-
 # --------------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -211,9 +180,9 @@ def main(argv=None):
 
     warnings.simplefilter("ignore", ConvergenceWarning)
     if args.quick:
-        max_epochs, repeats, fit_budget, config_budget = 5, 1, 5.0, 0.0
+        max_epochs, repeats = 5, 1
     else:
-        max_epochs, repeats, fit_budget, config_budget = 10, 3, 8.0, 20.0
+        max_epochs, repeats = 10, 5
     multinomial = not (args.quick or args.no_multinomial)
     sk_k = max_epochs
 
@@ -230,7 +199,11 @@ def main(argv=None):
     print(f"datasets: {datasets_dir()}   mode: {'quick' if args.quick else 'full'}   "
           f"cpus: {os.cpu_count()}   load avg at start: "
           + " ".join(f"{v:.2f}" for v in os.getloadavg()))
-    print("dsparse s/epoch: median over fits of the median per-epoch difference of "
+    print(f"Interleaved: each of {repeats} repeats times scikit-learn, then every "
+          "configuration, so that each ratio compares fits made under the same "
+          "machine load; the ratio is the median of the per-repeat ratios.")
+    print(f"dsparse s/epoch: median over fits of {max_epochs} epochs of the median "
+          "per-epoch difference of "
           "history_['seconds'] (epochs 2..max_iter); compute only: the rounds, "
           "without the per-epoch objective evaluation history_ records, the "
           "convergence check or the step-size setup.")
@@ -241,7 +214,7 @@ def main(argv=None):
     print("control variates: off automatically at n_workers=1 (every worker "
           "sends every block).")
     print(f"sklearn s/epoch: wall time of fit(max_iter={sk_k}, tol=0) / n_iter_, "
-          f"median of {repeats}, after a warm-up fit; 'marginal' = "
+          f"median over repeats, after a warm-up fit; 'marginal' = "
           f"(t({sk_k}) - t(1)) / {sk_k - 1}.")
     print("targets: ratio to sklearn <= 1.5x at n_workers=1, <= 2x at n_workers=16 "
           "(the b=1 row has the n_workers=1 target; it is batch 1 like sklearn's saga). "
@@ -255,24 +228,48 @@ def main(argv=None):
         for label, Xt, yt in tasks(name, X, y, multinomial):
             shape = f"{Xt.shape[0]}x{Xt.shape[1]}, nnz={Xt.nnz}, {len(np.unique(yt))} classes"
             print(f"[{time.perf_counter() - started:6.1f}s] {label}: {shape}", flush=True)
-            sk, sk_marginal = time_sklearn(Xt, yt, k=sk_k, repeats=repeats)
+            run = [(cfg_label, n_workers, batch_size)
+                   for cfg_label, n_workers, batch_size in configs
+                   if not ("20-class" in label and batch_size == 1)]
+            sklearn_fit_time(Xt, yt, 1)  # warm-up, not timed
+            for _, n_workers, batch_size in run:
+                warm_up(Xt, yt, n_workers, batch_size)
+            sk_epochs, sk_walls, sk_walls_1 = [], [], []
+            times = {cfg: [] for cfg, _, _ in run}
+            ratios = {cfg: [] for cfg, _, _ in run}
+            batch_used = {}
+            for _ in range(repeats):
+                wall, n_iter = sklearn_fit_time(Xt, yt, sk_k)
+                assert n_iter == sk_k, (n_iter, sk_k)
+                sk_walls.append(wall)
+                sk_walls_1.append(sklearn_fit_time(Xt, yt, 1)[0])
+                sk_epochs.append(wall / n_iter)
+                for cfg, n_workers, batch_size in run:
+                    secs, est = dsparse_epoch(Xt, yt, n_workers, batch_size, max_epochs)
+                    times[cfg].append(secs)
+                    ratios[cfg].append(secs / sk_epochs[-1])
+                    batch_used[cfg] = est.batch_size_
+            sk = statistics.median(sk_epochs)
+            sk_marginal = (statistics.median(sk_walls) - statistics.median(sk_walls_1)) \
+                / (sk_k - 1)
             rows.append((label, "sklearn saga (reference)", sk, None, None, None,
-                         f"marginal {sk_marginal:.4g} s/ep"))
+                         f"marginal {sk_marginal:.4g} s/ep, "
+                         f"[{min(sk_epochs):.4g}..{max(sk_epochs):.4g}]"))
             dsparse_rows = []
             for cfg_label, n_workers, batch_size in configs:
-                if "20-class" in label and batch_size == 1:
+                if cfg_label not in times:
                     rows.append((label, cfg_label, None, None, None, None,
                                  "skipped: ~15935 rounds/epoch of dense O(p*K) work"))
                     continue
-                secs, note, spent = time_dsparse(
-                    Xt, yt, n_workers, batch_size, max_epochs=max_epochs,
-                    max_repeats=repeats, fit_budget=fit_budget,
-                    config_budget=config_budget)
+                secs = statistics.median(times[cfg_label])
+                ratio = statistics.median(ratios[cfg_label])
+                r = ratios[cfg_label]
                 dsparse_rows.append(len(rows))
-                rows.append((label, cfg_label, secs, secs / sk, TARGET[n_workers],
-                             None, f"{note}; {spent:.1f}s"))
+                rows.append((label, cfg_label, secs, ratio, TARGET[n_workers], None,
+                             f"batch_size_={batch_used[cfg_label]}, ratios "
+                             f"[{min(r):.2f}..{max(r):.2f}]"))
                 print(f"[{time.perf_counter() - started:6.1f}s]   {cfg_label}: "
-                      f"{secs:.4g} s/epoch ({secs / sk:.2f}x)", flush=True)
+                      f"{secs:.4g} s/epoch ({ratio:.2f}x)", flush=True)
             # Once per dataset row, after the warm-up fits above.
             overhead = time_history_overhead(Xt, yt)
             print(f"[{time.perf_counter() - started:6.1f}s]   history overhead: "

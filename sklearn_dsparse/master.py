@@ -15,7 +15,7 @@ the loop vectorises (7x faster than indexing the whole array from ``lo``).
 
 from numba import njit
 
-from ._layout import n_outputs
+from ._layout import flat, n_outputs
 from .penalties import soft_threshold
 
 
@@ -28,7 +28,7 @@ def aggregate_message(A, touched, block_list, n_selected, starts, values, weight
     nobody spends a pass clearing A (it is memory traffic on wide models).
     """
     K = n_outputs(A)
-    a = A.reshape(-1)
+    a = flat(A)
     pos = 0
     for j in range(n_selected):
         b = block_list[j]
@@ -56,9 +56,9 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
     """
     K = n_outputs(W)
     p1 = W.shape[0]
-    w = W.reshape(-1)
-    hb = hbar.reshape(-1)
-    a = A.reshape(-1)
+    w = flat(W)
+    hb = flat(hbar)
+    a = flat(A)
     n_penalised = (p1 - 1 if fit_intercept else p1) * K
     every_block_moves = use_control_variates or l1 > 0.0
     threshold = step * l1

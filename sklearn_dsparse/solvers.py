@@ -15,13 +15,14 @@ be wasted work); the SAGA table is updated on every feature of the rows used.
 The intercept is the last parameter row and is never penalised.
 
 The arrays come in the layout of ``_layout`` (1-D with one output); each
-kernel reshapes them to (rows, K) with K known to the compiler when it is 1.
+kernel indexes them through ``_layout.at`` and ``add_at`` (no reshape per row),
+with K known to the compiler when it is 1.
 """
 
 import numpy as np
 from numba import njit
 
-from ._layout import n_outputs
+from ._layout import add_at, at, flat, n_outputs, set_at
 from .losses import loss_derivative
 
 GD, SGD, SAGA = 0, 1, 2
@@ -33,25 +34,23 @@ def row_margin(W, data, indices, indptr, r, fit_intercept, z):
     """z = x_r W (+ intercept row)."""
     K = n_outputs(W)
     p1 = W.shape[0]
-    W = W.reshape((p1, K))
     for k in range(K):
-        z[k] = W[p1 - 1, k] if fit_intercept else 0.0
+        z[k] = at(W, p1 - 1, k) if fit_intercept else 0.0
     for t in range(indptr[r], indptr[r + 1]):
         col = indices[t]
         v = data[t]
         for k in range(K):
-            z[k] += v * W[col, k]
+            z[k] += v * at(W, col, k)
 
 
 @njit(cache=True, inline="always")
 def swap_table_entry(alpha, r, dz):
     """dz <- dz - alpha[r] and alpha[r] <- the old dz: the SAGA correction of row r."""
     K = n_outputs(alpha)
-    alpha = alpha.reshape((alpha.shape[0], K))
     for k in range(K):
         new = dz[k]
-        dz[k] = new - alpha[r, k]
-        alpha[r, k] = new
+        dz[k] = new - at(alpha, r, k)
+        set_at(alpha, r, k, new)
 
 
 @njit(cache=True)
@@ -90,9 +89,9 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
     K = n_outputs(W)
     p1 = W.shape[0]
     n_penalised = (p1 - 1 if fit_intercept else p1) * K
-    w = W.reshape(-1)
-    est = out.reshape(-1)
-    table_mean = abar.reshape(-1)
+    w = flat(W)
+    est = flat(out)
+    table_mean = flat(abar)
     for j in range(n_selected):
         b = block_list[j]
         lo = starts[b] * K
@@ -109,8 +108,6 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
             for i in range(hi - lo):
                 est_b[i] += mean_b[i]
 
-    out = out.reshape((p1, K))
-    abar = abar.reshape((abar.shape[0], K))  # (0, K) without a SAGA table
     n_shard = Y.shape[0]
     n_used = n_shard if solver == GD else rows.shape[0]
     inv_used = 1.0 / n_used
@@ -130,13 +127,13 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
             v = data[t]
             if every_block or selected[column_block[col]]:
                 for k in range(K):
-                    out[col, k] += g * v * dz[k]
+                    add_at(out, col, k, g * v * dz[k])
             if solver == SAGA:
                 for k in range(K):
-                    abar[col, k] += a * v * dz[k]
+                    add_at(abar, col, k, a * v * dz[k])
         if intercept_selected:
             for k in range(K):
-                out[p1 - 1, k] += g * dz[k]
+                add_at(out, p1 - 1, k, g * dz[k])
         if fit_intercept and solver == SAGA:
             for k in range(K):
-                abar[p1 - 1, k] += a * dz[k]
+                add_at(abar, p1 - 1, k, a * dz[k])

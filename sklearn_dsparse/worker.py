@@ -7,7 +7,7 @@ with the block ids in ``block_list``.
 
 from numba import njit
 
-from ._layout import n_outputs
+from ._layout import flat, n_outputs
 from .solvers import GD, local_estimate
 from .sparsifiers import floyd_sample, select_blocks
 
@@ -24,8 +24,8 @@ def emit_message(estimate, h, use_control_variates, block_list, n_selected,
     loops over block views vectorise, as in ``master``.
     """
     K = n_outputs(estimate)
-    g = estimate.reshape(-1)
-    hf = h.reshape(-1)
+    g = flat(estimate)
+    hf = flat(h)
     pos = 0
     for j in range(n_selected):
         b = block_list[j]

@@ -43,7 +43,7 @@ from joblib import Parallel, delayed, parallel_config
 from joblib.parallel import get_active_backend
 from numba import njit
 
-from .._layout import kernel_view, n_outputs
+from .._layout import flat, kernel_view, n_outputs
 from ..accounting import count_message, count_round, new_counters
 from ..master import aggregate_message, master_step
 from ..messages import BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES
@@ -259,7 +259,7 @@ def _gather_touched(A, touched, starts, ids_out, values_out):
     Returns the numbers of blocks and of values written.
     """
     K = n_outputs(A)
-    a = A.reshape(-1)
+    a = flat(A)
     n_sent = 0
     pos = 0
     for b in range(touched.shape[0]):
