@@ -98,15 +98,19 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
         hi = starts[b + 1] * K
         n_pen = min(max(lo, n_penalised), hi) - lo
         # Views from 0 vectorise (see ``master``).
+        # One pass over the block: on wide models these are memory-bound.
         est_b, w_b = est[lo:hi], w[lo:hi]
-        for i in range(n_pen):
-            est_b[i] = l2 * w_b[i]
-        for i in range(n_pen, hi - lo):
-            est_b[i] = 0.0
         if solver == SAGA:
             mean_b = table_mean[lo:hi]
-            for i in range(hi - lo):
-                est_b[i] += mean_b[i]
+            for i in range(n_pen):
+                est_b[i] = l2 * w_b[i] + mean_b[i]
+            for i in range(n_pen, hi - lo):
+                est_b[i] = mean_b[i]
+        else:
+            for i in range(n_pen):
+                est_b[i] = l2 * w_b[i]
+            for i in range(n_pen, hi - lo):
+                est_b[i] = 0.0
 
     n_shard = Y.shape[0]
     n_used = n_shard if solver == GD else rows.shape[0]
