@@ -46,8 +46,10 @@ SHARED_PARAMETERS = """\
         "auto" is ``max(16, ceil(2 * (n_features + fit_intercept) /
         (n_workers * mean non-zeros per row)))``: 16 on narrow data, larger on
         wide sparse data, where every round's O(n_features) message work
-        would otherwise cost more than its rows (see docs/index.md).  The
-        value used is ``batch_size_``.
+        would otherwise cost more than its rows (see docs/index.md); 16
+        where every worker sends every block without control variates or
+        L1 (those rounds cost O(non-zeros), computed lazily).  The value used
+        is ``batch_size_``.
 
     step_size : float or "auto", default="auto"
         The master's step.  "auto" is the rule of ``sklearn_dsparse.step_size``
