@@ -48,9 +48,9 @@ class Sparsifier:
         """Variance factor of the compressor: m / tau - 1."""
         return self.scale - 1.0
 
-    @property
-    def step_factors(self):
-        """How compression inflates (L_F, s2 L_b) in the step rule (step_size.py)."""
+    def step_smoothness(self, L_F, s2, L_b):
+        """The smoothness the step rule divides by (``step_size.py``): dense
+        averaging's ``L_F + s2 L_b``, as this compression inflates it."""
         raise NotImplementedError
 
     def draw(self, worker_rngs, shared_rng, n_rounds):
@@ -69,10 +69,11 @@ class Sparsifier:
 class Independent(Sparsifier):
     name = "independent"
 
-    @property
-    def step_factors(self):
-        # Independent masks multiply only the per-worker variance by m / tau.
-        return 1.0, self.scale
+    def step_smoothness(self, L_F, s2, L_b):
+        # Independent masks add omega s2 L_b of per-worker variance; the round
+        # with control variates is stable up to about 1 / (L_F / 2 + that),
+        # so dense averaging's step stands until that limit is the tighter.
+        return max(L_F + s2 * L_b, L_F / 2 + self.omega * s2 * L_b)
 
     def draw(self, worker_rngs, shared_rng, n_rounds):
         return np.stack(
@@ -87,10 +88,9 @@ class Independent(Sparsifier):
 class Shared(Sparsifier):
     name = "shared"
 
-    @property
-    def step_factors(self):
+    def step_smoothness(self, L_F, s2, L_b):
         # One mask for all: the whole update is a random block step.
-        return self.scale, self.scale
+        return self.scale * (L_F + s2 * L_b)
 
     def draw(self, worker_rngs, shared_rng, n_rounds):
         u = shared_rng.random((n_rounds, self.blocks_per_worker))
@@ -107,9 +107,8 @@ class Dense(Sparsifier):
     def __init__(self, n_blocks, blocks_per_worker=None):
         super().__init__(n_blocks, n_blocks)
 
-    @property
-    def step_factors(self):
-        return 1.0, 1.0
+    def step_smoothness(self, L_F, s2, L_b):
+        return L_F + s2 * L_b
 
     def draw(self, worker_rngs, shared_rng, n_rounds):
         return np.empty((len(worker_rngs), n_rounds, 0))

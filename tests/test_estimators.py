@@ -28,23 +28,13 @@ SAMPLE_WEIGHT_REASON = (
     "stochastic solver: repeated rows change the shards and the rows each random "
     "stream draws, so the iterates differ at any finite tolerance; the optima "
     "agree (test_integer_sample_weight_equals_repeated_rows).")
-CLASS_WEIGHT_REASON = (
-    "stochastic first-order optimisation on the check's unscaled blobs (feature "
-    "std 20, optimum intercept -16): with n_workers=4 and batch_size=16 each "
-    "12-row shard takes one full-batch round per epoch, and 1000 epochs at a "
-    "safe step do not reach the optimum (scikit-learn's own saga ends 14x off it "
-    "and passes only by a margin). Class weights are tested against scikit-learn "
-    "in test_class_weight_matches_scikit_learn.")
 
 
 def expected_failed_checks(estimator):
-    failed = {
+    return {
         "check_sample_weight_equivalence_on_dense_data": SAMPLE_WEIGHT_REASON,
         "check_sample_weight_equivalence_on_sparse_data": SAMPLE_WEIGHT_REASON,
     }
-    if isinstance(estimator, DistributedSparseLogisticRegression):
-        failed["check_class_weight_classifiers"] = CLASS_WEIGHT_REASON
-    return failed
 
 
 @parametrize_with_checks([E(random_state=0) for E in ESTIMATORS],

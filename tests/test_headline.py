@@ -70,11 +70,10 @@ def test_independent_sparsification_costs_almost_no_rounds(
     record_property("default_step_uplink_ratio", uplink)
     print(f"{solver}: same step x{rounds_same / rounds_dense:.2f} rounds; default "
           f"step x{ratio:.2f} rounds, uplink {uplink:.3f} of dense")
-    if solver == "gd":
-        assert ratio <= 3.0
-        assert uplink <= 0.25
-    else:  # recorded; the bound is the step rule's (2x with c = 2), not a goal
-        assert ratio <= 3.0
+    # The bounds were 3x the rounds and 0.25 of the uplink (gd); the
+    # step rule (step_size.py) meets the goal beyond them, 1.5x, for both.
+    assert ratio <= 1.5
+    assert uplink <= 0.25
 
 
 @pytest.mark.slow

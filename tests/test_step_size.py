@@ -21,17 +21,57 @@ def test_rule_per_sparsifier():
     s2 = np.sum(weights ** 2)
     L_F, L_b, m, tau = 3.0, 7.0, 12, 4
     omega = m / tau - 1
-    assert_allclose(auto_step_size(Independent(m, tau), weights, L_F, L_b),
-                    1 / (2 * (L_F + (1 + omega) * s2 * L_b)))
+    dense = 1 / (2 * (L_F + s2 * L_b))
+    assert_allclose(auto_step_size(Dense(m), weights, L_F, L_b), dense)
     assert_allclose(auto_step_size(Shared(m, tau), weights, L_F, L_b),
                     1 / (2 * (1 + omega) * (L_F + s2 * L_b)))
-    assert_allclose(auto_step_size(Dense(m), weights, L_F, L_b),
-                    1 / (2 * (L_F + s2 * L_b)))
-    # with c = 4, tau = m / n and equal shards the independent rule is ISEGA's
-    # 1 / (4 L (1 + m / (n tau))) when L_F = L_b = L
-    n = 4
-    assert_allclose(auto_step_size(Independent(8, 2), np.full(n, 1 / n), 1.0, 1.0,
-                                   safety=4), 1 / (4 * (1 + 8 / (n * 2))))
+    # independent masks: the compression limit L_F / 2 + omega s2 L_b binds here
+    assert L_F / 2 + omega * s2 * L_b > L_F + s2 * L_b
+    assert_allclose(auto_step_size(Independent(m, tau), weights, L_F, L_b),
+                    1 / (2 * (L_F / 2 + omega * s2 * L_b)))
+    # ... and light compression keeps dense averaging's step
+    assert_allclose(auto_step_size(Independent(m, 10), weights, L_F, L_b), dense)
+    for t in range(1, m + 1):
+        assert auto_step_size(Independent(m, t), weights, L_F, L_b) <= dense
+    # at tau = m / n with equal shards and L_F = L_b: 0.74 of dense's step
+    n = 16
+    ratio = (auto_step_size(Independent(64, 4), np.full(n, 1 / n), 1.0, 1.0)
+             / auto_step_size(Dense(64), np.full(n, 1 / n), 1.0, 1.0))
+    assert ratio == pytest.approx((1 + 1 / n) / (0.5 + 15 / n))
+
+
+def shared_quadratic(n_workers, n_features, scale=2.0):
+    """Every worker's shard is the same quadratic: rows scale * e_j, targets
+    scale, so f_i(w) = scale^2 / (2 d) ||w - 1||^2 for every i."""
+    rows = sp.vstack([scale * sp.identity(n_features, format="csr")] * n_workers)
+    return rows.tocsr(), np.full(n_workers * n_features, scale)
+
+
+@pytest.mark.parametrize("n_workers, blocks_per_worker", [
+    (2, 32), (16, 4), (16, 1), (64, 1)])
+def test_independent_step_keeps_a_margin_to_the_stability_limit(
+        n_workers, blocks_per_worker):
+    # The rule's premise, on the library's own round: with control variates
+    # the compressed gd round is stable up to about 1 / (L / 2 + omega s2 L),
+    # and "auto" takes half of it.  1.5x the default must still converge, 4x
+    # must diverge (the rule is not needlessly small either).
+    d = 64
+    X, y = shared_quadratic(n_workers, d)
+    params = dict(alpha=0.0, fit_intercept=False, solver="gd", n_workers=n_workers,
+                  n_blocks=d, blocks_per_worker=blocks_per_worker, tol=0,
+                  random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        auto = DistributedSparseRidge(max_iter=1, **params).fit(X, y).step_size_
+        omega, s2, L = d / blocks_per_worker - 1, 1 / n_workers, 4.0 / d
+        assert auto == pytest.approx(
+            1 / (2 * max(L + s2 * L, L / 2 + omega * s2 * L)), rel=1e-6)
+        larger = DistributedSparseRidge(step_size=1.5 * auto, max_iter=6000,
+                                        **params).fit(X, y)
+        assert_allclose(larger.coef_, 1.0, rtol=1e-4)
+        with pytest.raises(FloatingPointError, match="diverged"):
+            DistributedSparseRidge(step_size=4 * auto, max_iter=3000,
+                                   **params).fit(X, y)
 
 
 def test_minibatch_smoothness_interpolates_between_row_and_shard():
@@ -117,3 +157,31 @@ def test_auto_step_never_diverges_on_full_news20(loss, solver, sparsifier):
     objective = est.history_["objective"]
     assert np.all(np.isfinite(objective))
     assert np.max(objective[1:]) < objective[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_workers, n_blocks, blocks_per_worker", [
+    (2, "auto", "auto"), (4, "auto", "auto"), (16, 64, 1), (64, "auto", "auto"),
+    (100, "auto", "auto")])  # (16, 64, 1): heavier compression than tau = m / n
+@pytest.mark.parametrize("solver, batch_size", [
+    ("gd", "auto"), ("saga", 1), ("saga", "auto"), ("sgd", "auto")])
+@pytest.mark.parametrize("name, loss", [
+    (name, loss) for name in ["a1a", "mushrooms", "phishing", "abalone_scale"]
+    for loss in ["logistic", "squared"]])
+def test_auto_step_never_diverges_for_other_worker_counts(
+        name, loss, solver, batch_size, n_workers, n_blocks, blocks_per_worker):
+    X, y = data_for(name, loss)
+    if n_blocks != "auto":
+        n_blocks = min(n_blocks, X.shape[1] + 1)  # abalone has 9 parameter rows
+    est = (DistributedSparseRidge(alpha=1.0) if loss == "squared"
+           else DistributedSparseLogisticRegression(C=1.0))
+    est.set_params(solver=solver, batch_size=batch_size, n_workers=n_workers,
+                   n_blocks=n_blocks, blocks_per_worker=blocks_per_worker,
+                   max_iter=8, tol=0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    objective = est.history_["objective"]
+    assert np.all(np.isfinite(objective))
+    assert objective[-1] < objective[0]
+    assert np.max(objective) <= objective[0] * (1 + 1e-12)
