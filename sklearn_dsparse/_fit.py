@@ -128,9 +128,9 @@ def auto_batch_size(X, n_workers, n_columns):
     rows of nnz / N non-zeros) read at least ``NNZ_PER_PARAMETER_ROW``
     non-zeros per parameter row, so the rows, not the messages, dominate an
     epoch; it is ``MIN_AUTO_BATCH`` on narrow data (a9a, phishing) and grows
-    on wide sparse data (news20 at n_workers=16: 98).  Such data has rows far apart (L_max
-    much above L_F), so the safe step grows like b and the epochs to a given
-    accuracy do not (see docs/index.md, "Batch size").
+    on wide sparse data (news20 at n_workers=16: 98).  Such data has rows far
+    apart (L_max much above L_F), so the safe step grows like b and the epochs
+    to a given accuracy do not (see docs/index.md, "Batch size").
     """
     nnz_per_row = max(X.nnz / X.shape[0], 1.0)
     batch = max(MIN_AUTO_BATCH,
