@@ -124,16 +124,23 @@ def data_for(name, loss):
 def test_auto_step_never_diverges(name, loss, solver, sparsifier):
     X, y = data_for(name, loss)
     epochs = 3 if X.shape[0] * X.shape[1] > 3e6 else 10
-    if loss == "squared":
-        est = DistributedSparseRidge(alpha=1.0)
-    else:
-        est = DistributedSparseLogisticRegression(C=1.0)
-    est.set_params(solver=solver, sparsifier=sparsifier, n_workers=16,
-                   max_iter=epochs, tol=0, random_state=0)
+    assert_descends(objective_history(X, y, loss, solver=solver, sparsifier=sparsifier,
+                                      n_workers=16, max_iter=epochs))
+
+
+def objective_history(X, y, loss, **params):
+    """history_["objective"] of a fit at the default step (C = 1, alpha = 1)."""
+    est = (DistributedSparseRidge(alpha=1.0) if loss == "squared"
+           else DistributedSparseLogisticRegression(C=1.0))
+    est.set_params(tol=0, random_state=0, **params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(X, y)
-    objective = est.history_["objective"]
+    return est.history_["objective"]
+
+
+def assert_descends(objective):
+    """Finite, lower at the end, and never above the start."""
     assert np.all(np.isfinite(objective))
     assert objective[-1] < objective[0]
     assert np.max(objective) <= objective[0] * (1 + 1e-12)
@@ -173,15 +180,6 @@ def test_auto_step_never_diverges_for_other_worker_counts(
     X, y = data_for(name, loss)
     if n_blocks != "auto":
         n_blocks = min(n_blocks, X.shape[1] + 1)  # abalone has 9 parameter rows
-    est = (DistributedSparseRidge(alpha=1.0) if loss == "squared"
-           else DistributedSparseLogisticRegression(C=1.0))
-    est.set_params(solver=solver, batch_size=batch_size, n_workers=n_workers,
-                   n_blocks=n_blocks, blocks_per_worker=blocks_per_worker,
-                   max_iter=8, tol=0, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        est.fit(X, y)
-    objective = est.history_["objective"]
-    assert np.all(np.isfinite(objective))
-    assert objective[-1] < objective[0]
-    assert np.max(objective) <= objective[0] * (1 + 1e-12)
+    assert_descends(objective_history(
+        X, y, loss, solver=solver, batch_size=batch_size, n_workers=n_workers,
+        n_blocks=n_blocks, blocks_per_worker=blocks_per_worker, max_iter=8))
