@@ -58,17 +58,20 @@ class Problem:
         return SOLVERS[self.solver_name]
 
     @property
+    def largest_shard(self):
+        return int(np.max(np.diff(self.shard_starts)))
+
+    @property
     def batch_size_used(self):
         """Rows of the largest shard a worker uses per round (all of them for gd)."""
-        largest = int(np.max(np.diff(self.shard_starts)))
+        largest = self.largest_shard
         return largest if self.solver == GD else min(self.batch_size, largest)
 
     @property
     def rounds_per_epoch(self):
         if self.solver == GD:
             return 1
-        largest = int(np.max(np.diff(self.shard_starts)))
-        return -(-largest // self.batch_size)
+        return -(-self.largest_shard // self.batch_size)
 
 
 @dataclass
