@@ -31,25 +31,28 @@ What is measured
 2. Bare ping.  The same transport with no model code: a
    ``multiprocessing.connection.Listener`` on 127.0.0.1 with an authkey and
    backlog 2, TCP_NODELAY on both ends, 2 spawned client processes hosting n/2
-   logical workers each.  A round: each client sends, per hosted worker, the
-   3 frames the library sends (16-byte header, tau * 4 id bytes, or none when
-   tau = m, and tau * (d + 1) / m float64 values); the master receives them all
-   (client by client, as the engine does) and sends each client one 3-frame
-   broadcast of the expected union of the blocks, u = m (1 - (1 - tau/m)^n)
-   blocks (ids omitted when u = m).  Round time = median of the master's
-   broadcast-to-broadcast intervals, after 5 warm-up rounds, over >= 1 s (at
-   least 20 and at most 3000 rounds).  The column "bare Nagle" repeats the
-   ping with TCP_NODELAY on the master's side only: what a round costs when
-   one end forgets it (about 44 ms for small messages).
-   This ping sends and reads frame by frame (one ``send_bytes`` /
-   ``recv_bytes`` each), as the engine did until it moved its frames in
-   bursts.  The column "bare ch" is the same ping moving the same frames the
-   way the engine now does (``engines.joblib._FrameChannel``: all the frames
-   of a client's round, or of a broadcast, in one write; reads take whatever
-   has arrived): the like-for-like floor of the engine's transport.  (The
-   engine also sends each task an 8-byte epoch command, in the broadcast's
-   write, that the ping does not need.)
-3. The table: round times, ratios engine / bare and engine / bare ch, bytes
+   logical workers each.  A round: each client sends, per hosted worker, one
+   frame of the size of the library's message (16-byte header, tau * 4 id
+   bytes, or none when tau = m, and tau * (d + 1) / m float64 values); the
+   master receives them all (client by client, as the engine does) and sends
+   each client one frame of the size of the broadcast of the expected union of
+   the blocks, u = m (1 - (1 - tau/m)^n) blocks (ids omitted when u = m).
+   Round time = median of the master's broadcast-to-broadcast intervals, after
+   5 warm-up rounds, over >= 1 s (at least 20 and at most 3000 rounds).
+   "bare" moves each frame with one ``send_bytes`` / ``recv_bytes`` (the
+   issue's reference round); "stream" moves the same frames the way the engine
+   does (``engines._transport.FrameStream``: all the frames of a client's
+   round in one write; reads take whatever has arrived), the like-for-like
+   floor of the engine's transport.  (The engine also sends each task a
+   12-byte epoch command, in the broadcast's write, that the ping does not
+   need.)  The column "bare Nagle" repeats the plain ping with TCP_NODELAY on
+   the master's side only: what a round costs when one end forgets it (about
+   44 ms for small messages).
+   The machine's speed drifts by tens of percent within minutes, so for each
+   configuration the loky fit and the two pings take turns, ``REPEATS``
+   times; the loky row shows the median round time and the median of the
+   per-repeat ratios.
+3. The table: round times, ratios engine / bare and engine / stream, bytes
    per round and the effective rate (bytes moved up + down per round, payload
    + 4-byte frame prefixes, / round time).  For the engines the bytes are the
    ones the engine measured on its connections (``communication_["wire_*"]``)
@@ -74,13 +77,13 @@ from pathlib import Path
 import numpy as np
 
 from sklearn_dsparse._testing import datasets_dir as shared_datasets_dir
-from sklearn_dsparse.engines.joblib import _FrameChannel as FrameChannel
-from sklearn_dsparse.engines.joblib import _no_delay as no_delay
+from sklearn_dsparse.engines._transport import FrameStream, no_delay
 
 COMMAND = "python benchmarks/bench_round_time.py"
 SIZES = (100, 100_000, 1_000_000)
 N_WORKERS = (2, 16, 64)
-EPOCHS = {100: 30, 100_000: 30, 1_000_000: 15}  # k, epochs per fit
+EPOCHS = {100: 100, 100_000: 30, 1_000_000: 15}  # k, epochs per fit
+REPEATS = 3  # interleaved loky fits and bare pings per configuration
 NNZ_PER_ROW = 10
 STEP = 0.5
 BUDGET = 345.0  # seconds for the whole run
@@ -184,8 +187,8 @@ def fit_rounds(X, y, n, n_jobs, k):
 
 
 def ping_sizes(d, n):
-    """Frame sizes of one worker's message and of the broadcast, as the library
-    would send them for n workers and d features (intercept included)."""
+    """Sizes of one worker's message and of the broadcast, as the library would
+    send them for n workers and d features (intercept included)."""
     p1 = d + 1
     m = min(p1, n)
     tau = max(1, round(m / n))
@@ -195,45 +198,46 @@ def ping_sizes(d, n):
     u = m * (1.0 - (1.0 - tau / m) ** n)
     down_ids = 0 if round(u) >= m else int(round(u)) * 4
     down_values = int(round(u * block)) * 8
-    return (up_ids, up_values), (down_ids, down_values)
+    return HEADER + up_ids + up_values, HEADER + down_ids + down_values
 
 
-def _ping_client(address, key, hosted, up, down, nodelay, channel):
+def _framed(payload, copies=1):
+    """``copies`` frames of ``payload`` bytes as the connection frames them."""
+    return (len(payload).to_bytes(4, "big") + payload) * copies
+
+
+def _ping_client(address, key, hosted, up, nodelay, stream):
     from multiprocessing.connection import Client
     conn = Client(address, authkey=key)
     if nodelay:
         no_delay(conn)
-    header = bytes(HEADER)
-    ids = bytes(up[0])
-    values = bytes(up[1])
-    frames = FrameChannel(conn) if channel else None
+    message = bytes(up)
+    burst = _framed(message, hosted)
+    frames = FrameStream(conn) if stream else None
     try:
         while True:
-            if channel:
-                frames.send([header, ids, values] * hosted)
-                head = frames.recv()
-                frames.recv()
-                frames.recv()
+            if stream:
+                frames.send(burst)
+                buffer, spans = frames.frames(1)
+                stop = buffer[spans[0, 0]]
             else:
                 for _ in range(hosted):
-                    conn.send_bytes(header)
-                    conn.send_bytes(ids)
-                    conn.send_bytes(values)
-                head = conn.recv_bytes()
-                conn.recv_bytes()
-                conn.recv_bytes()
-            if head[0]:
+                    conn.send_bytes(message)
+                stop = conn.recv_bytes()[0]
+            if stop:
                 return
     finally:
         conn.close()
 
 
-def bare_ping(d, n, client_nodelay=True, channel=False, min_seconds=1.0,
+def bare_ping(d, n, client_nodelay=True, stream=False, min_seconds=1.0,
               min_rounds=20, max_rounds=3000, warmup=5):
     """Median round time of the bare ping, and bytes moved per round.
 
-    ``channel``: move the frames as the engine does (``FrameChannel``) rather
-    than one ``send_bytes`` / ``recv_bytes`` per frame."""
+    Every message is one frame, as the engine sends it.  ``stream``: move the
+    frames as the engine does (``FrameStream``: a task's frames in one write,
+    reads take whatever has arrived) rather than one ``send_bytes`` /
+    ``recv_bytes`` per frame."""
     import multiprocessing as mp
     from multiprocessing.connection import Listener
     up, down = ping_sizes(d, n)
@@ -243,8 +247,8 @@ def bare_ping(d, n, client_nodelay=True, channel=False, min_seconds=1.0,
     ctx = mp.get_context("spawn")
     with Listener(("127.0.0.1", 0), authkey=key, backlog=n_procs) as listener:
         procs = [ctx.Process(target=_ping_client, daemon=True,
-                             args=(listener.address, key, h, up, down, client_nodelay,
-                                   channel))
+                             args=(listener.address, key, h, up, client_nodelay,
+                                   stream))
                  for h in hosted]
         for p in procs:
             p.start()
@@ -253,21 +257,21 @@ def bare_ping(d, n, client_nodelay=True, channel=False, min_seconds=1.0,
             conn = listener.accept()
             no_delay(conn)
             conns.append(conn)
-        channels = [FrameChannel(conn) for conn in conns] if channel else None
+        streams = [FrameStream(conn) for conn in conns] if stream else None
         # Clients may connect in any order; any order serves (they host the
         # same numbers of workers up to one).
-        go, stop = bytes(HEADER), b"\x01" + bytes(HEADER - 1)
-        ids, values = bytes(down[0]), bytes(down[1])
+        go, stop = bytes(down), b"\x01" + bytes(down - 1)
+        go_framed, stop_framed = _framed(go), _framed(stop)
         stamps = []
         t_end = None
         rnd = 0
         while True:
             for i, (conn, h) in enumerate(zip(conns, hosted)):
-                recv = channels[i].recv if channel else conn.recv_bytes
-                for _ in range(h):
-                    recv()
-                    recv()
-                    recv()
+                if stream:
+                    streams[i].frames(h)
+                else:
+                    for _ in range(h):
+                        conn.recv_bytes()
             now = time.perf_counter()
             rnd += 1
             if rnd == warmup:
@@ -276,12 +280,10 @@ def bare_ping(d, n, client_nodelay=True, channel=False, min_seconds=1.0,
                     (t_end is not None and now >= t_end
                      and rnd >= min_rounds + warmup))
             for i, conn in enumerate(conns):
-                if channel:
-                    channels[i].send([stop if last else go, ids, values])
+                if stream:
+                    streams[i].send(stop_framed if last else go_framed)
                 else:
                     conn.send_bytes(stop if last else go)
-                    conn.send_bytes(ids)
-                    conn.send_bytes(values)
             stamps.append(now)
             if last:
                 break
@@ -290,8 +292,7 @@ def bare_ping(d, n, client_nodelay=True, channel=False, min_seconds=1.0,
         for p in procs:
             p.join(10)
     times = np.diff(stamps[warmup - 1:])
-    moved = (n * (3 * FRAME + HEADER + sum(up))
-             + n_procs * (3 * FRAME + HEADER + sum(down)))
+    moved = n * (FRAME + up) + n_procs * (FRAME + down)
     return float(np.median(times)), moved, times.size
 
 
@@ -324,7 +325,7 @@ def verdicts(engine, d, ratio, rate):
 
 def print_table(rows, bare):
     head = (f"{'engine':<10} {'n':>3} {'d':>8} {'k':>3} {'round ms':>9} "
-            f"{'bare ms':>9} {'ratio':>7} {'bare ch':>9} {'ratioCh':>7} "
+            f"{'bare ms':>9} {'ratio':>7} {'stream':>9} {'ratioSt':>7} "
             f"{'bareNagle':>9} {'MB/round':>9} "
             f"{'GB/s':>6} {'bareGB/s':>8}  {'<=2x bare':<10} {'>=1GB/s':<9} note")
     print(head)
@@ -333,18 +334,19 @@ def print_table(rows, bare):
         key = (r["n"], r["d"])
         b = bare.get(key, {})
         bt, bb, bn = b.get("t"), b.get("bytes"), b.get("t_nagle")
-        bc = b.get("t_channel")
+        bs = b.get("t_stream")
         t = r.get("t")
-        ratio = t / bt if (t is not None and bt) else None
-        ratio_ch = t / bc if (t is not None and bc) else None
+        # loky: the median of the ratios of interleaved repeats; others: of medians
+        ratio = r.get("ratio", t / bt if (t is not None and bt) else None)
+        ratio_st = r.get("ratio_stream", t / bs if (t is not None and bs) else None)
         nbytes = r.get("bytes")
         rate = nbytes / t if (nbytes and t) else None
         rv, gv = verdicts(r["engine"], r["d"], ratio, rate)
         shown_bytes = nbytes if nbytes else None
         print(f"{r['engine']:<10} {r['n']:>3} {r['d']:>8} {r['k']:>3} "
               f"{fmt_ms(t):>9} {fmt_ms(bt):>9} "
-              f"{'-' if ratio is None else f'{ratio:7.2f}':>7} {fmt_ms(bc):>9} "
-              f"{'-' if ratio_ch is None else f'{ratio_ch:7.2f}':>7} {fmt_ms(bn):>9} "
+              f"{'-' if ratio is None else f'{ratio:7.2f}':>7} {fmt_ms(bs):>9} "
+              f"{'-' if ratio_st is None else f'{ratio_st:7.2f}':>7} {fmt_ms(bn):>9} "
               f"{'-' if shown_bytes is None else f'{shown_bytes / 1e6:9.3f}':>9} "
               f"{fmt_rate(shown_bytes, t):>6} {fmt_rate(bb, bt):>8}  "
               f"{rv:<10} {gv:<9} {r.get('note', '')}")
@@ -364,8 +366,7 @@ def part_rounds(rows, bare):
                 log(f"d={d} n={n}: skipped (time budget)")
                 continue
             X, y = synthetic(d, n)
-            for eng, n_jobs, patch in (("inprocess", None, False), ("loky", 2, False),
-                                       ("loky+ND", 2, True)):
+            for eng, n_jobs, patch in (("inprocess", None, False), ("loky+ND", 2, True)):
                 if patch:
                     with worker_nodelay():
                         t, nbytes = fit_rounds(X, y, n, n_jobs, k)
@@ -373,13 +374,28 @@ def part_rounds(rows, bare):
                     t, nbytes = fit_rounds(X, y, n, n_jobs, k)
                 rows.append(dict(engine=eng, n=n, d=d, k=k, t=t, bytes=nbytes))
                 log(f"d={d} n={n} {eng}: {t * 1e3:.3f} ms/round")
-            t_b, moved, cnt = bare_ping(d, n)
-            t_c, _, cnt_c = bare_ping(d, n, channel=True)
+            # The machine's speed drifts by tens of percent within minutes: the
+            # engine and the pings take turns, and each repeat gives a ratio.
+            loky, plain, stream = [], [], []
+            for _ in range(REPEATS):
+                t, nbytes = fit_rounds(X, y, n, 2, k)
+                t_b, moved, cnt = bare_ping(d, n)
+                t_s, _, cnt_s = bare_ping(d, n, stream=True)
+                loky.append(t)
+                plain.append(t_b)
+                stream.append(t_s)
+                log(f"d={d} n={n} loky: {t * 1e3:.3f} ms/round; bare: "
+                    f"{t_b * 1e3:.3f} ms ({cnt} rounds), as the engine moves "
+                    f"frames: {t_s * 1e3:.3f} ms ({cnt_s} rounds)")
+            loky, plain, stream = map(np.array, (loky, plain, stream))
+            rows.insert(len(rows) - 1, dict(
+                engine="loky", n=n, d=d, k=k, t=float(np.median(loky)), bytes=nbytes,
+                ratio=float(np.median(loky / plain)),
+                ratio_stream=float(np.median(loky / stream))))
             t_n, _, cnt_n = bare_ping(d, n, client_nodelay=False)
-            bare[(n, d)] = dict(t=t_b, bytes=moved, t_nagle=t_n, t_channel=t_c)
-            log(f"d={d} n={n} bare: {t_b * 1e3:.3f} ms ({cnt} rounds), "
-                f"as the engine moves frames: {t_c * 1e3:.3f} ms ({cnt_c} rounds), "
-                f"client Nagle on: {t_n * 1e3:.3f} ms ({cnt_n} rounds)")
+            bare[(n, d)] = dict(t=float(np.median(plain)), bytes=moved, t_nagle=t_n,
+                                t_stream=float(np.median(stream)))
+            log(f"d={d} n={n} client Nagle on: {t_n * 1e3:.3f} ms ({cnt_n} rounds)")
 
 
 def part_dask(rows):
@@ -512,10 +528,12 @@ def main():
     print("ONE ROUND (median over epochs 2..k of diff(history_['seconds']); "
           "gd: 1 round per epoch)")
     print("  bare ms   = bare ping, same frames, TCP_NODELAY both ends, one "
-          "send_bytes/recv_bytes per frame; bare ch = the same frames moved as "
+          "send_bytes/recv_bytes per frame; stream = the same frames moved as "
           "the engine moves them (one write per burst, buffered reads); "
           "bareNagle = bare ping with TCP_NODELAY on the master only "
           "(what forgetting it on one end costs)")
+    print(f"  loky rows = median of {REPEATS} fits, each followed by the two "
+          f"pings; ratio = median of the {REPEATS} per-repeat ratios")
     print("  +ND rows  = regression check: TCP_NODELAY set once more on the "
           "worker side; must match the plain rows; targets shown in ()")
     print("  MB/round  = engine's measured wire bytes (payload + frame "

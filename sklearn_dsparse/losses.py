@@ -29,7 +29,7 @@ def _logistic_value(z, y):
     return np.log1p(np.exp(t)) - y[0] * t
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _logistic_derivative(z, y, out):
     t = z[0]
     if t >= 0.0:
@@ -71,7 +71,7 @@ def _squared_value(z, y):
     return 0.5 * s
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _squared_derivative(z, y, out):
     for k in range(z.shape[0]):
         out[k] = z[k] - y[k]
@@ -117,7 +117,7 @@ def loss_value(loss_id, z, y):
     return _squared_value(z, y)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def loss_derivative(loss_id, z, y, out):
     if loss_id == 0:
         _logistic_derivative(z, y, out)

@@ -103,11 +103,11 @@ def test_measured_wire_bytes():
     comm = est.communication_
     assert comm["wire_uplink_payload_bytes"] == comm["uplink_bytes"]
     messages = comm["rounds"] * 7
-    # three frames (header, ids, values) of 4 length bytes per message
-    assert comm["wire_uplink_framing_bytes"] == 3 * 4 * messages
-    assert comm["wire_uplink_framing_bytes"] < 0.15 * comm["wire_uplink_payload_bytes"]
+    # one frame per message, with a 4-byte length
+    assert comm["wire_uplink_framing_bytes"] == 4 * messages
+    assert comm["wire_uplink_framing_bytes"] < 0.05 * comm["wire_uplink_payload_bytes"]
     # the broadcast goes once to each of the 2 processes, not to each worker
-    assert comm["wire_downlink_framing_bytes"] == 3 * 4 * comm["rounds"] * 2
+    assert comm["wire_downlink_framing_bytes"] == 4 * comm["rounds"] * 2
     assert comm["wire_downlink_payload_bytes"] == comm["downlink_bytes"] * 2 // 7
     assert "wire_uplink_payload_bytes" not in fit("classifier", X, y).communication_
 

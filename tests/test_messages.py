@@ -11,10 +11,12 @@ per round (engines/inprocess.py):
 - dense uplink: what ``sparsifier="none"`` would have sent, n dense messages.
 """
 
+import struct
 import warnings
 
 import numpy as np
 import pytest
+from numpy.testing import assert_array_equal
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
@@ -22,7 +24,8 @@ from threadpoolctl import threadpool_limits
 from sklearn_dsparse import DistributedSparseLogisticRegression
 from sklearn_dsparse.blocks import BlockPartition
 from sklearn_dsparse.messages import (BLOCK_ID_BYTES, HEADER_BYTES, Message,
-                                      message_nbytes)
+                                      message_nbytes, read_header, read_message,
+                                      write_message)
 from sklearn_dsparse.sparsifiers import (SPARSIFIERS, Independent,
                                          select_blocks)
 
@@ -253,3 +256,72 @@ def test_fit_accounting_shared(data):
     uplink, downlink, unions = _replay_bytes(u, BlockPartition(300, N_BLOCKS))
     assert unions == [TAU] * rounds
     assert comm["uplink_bytes"] == uplink and comm["downlink_bytes"] == downlink
+
+
+# --------------------------------------------------------------------------
+# The compiled codec the real engines send messages with
+# --------------------------------------------------------------------------
+
+def _encoded(partition, block_ids, n_outputs, offset):
+    """A message of ``block_ids`` written at ``offset`` of a fresh buffer."""
+    m = partition.n_blocks
+    rng = np.random.default_rng(0)
+    n_values = int(partition.sizes[block_ids].sum()) * n_outputs
+    values = rng.normal(size=n_values)
+    n_ids = 0 if len(block_ids) == m else len(block_ids)
+    buffer = np.zeros(offset + message_nbytes(len(block_ids), n_values, m) + 8,
+                      dtype=np.uint8)
+    size = write_message(buffer[offset:], 3, 7, np.asarray(block_ids, np.int64),
+                         n_ids, values, n_values)
+    return buffer[offset:offset + size], values
+
+
+@pytest.mark.parametrize("offset", [0, 4])  # values 8-aligned, or not
+@pytest.mark.parametrize("block_ids, n_outputs", [
+    ([5, 0, 9], 1), ([2], 3), (list(range(10)), 1), (list(range(10)), 2)])
+def test_write_then_read_message(block_ids, n_outputs, offset):
+    partition = BlockPartition(47, 10)
+    m = partition.n_blocks
+    frame, values = _encoded(partition, block_ids, n_outputs, offset)
+    all_ids = len(block_ids) == m
+    assert frame.size == message_nbytes(len(block_ids), values.size, m)
+    # the layout of the module docstring, byte for byte
+    n_ids = 0 if all_ids else len(block_ids)
+    assert frame[:16].tobytes() == struct.pack("<IIQ", 3, n_ids, 7)
+    assert frame[16:16 + 4 * n_ids].tobytes() == \
+        np.asarray(block_ids, "<i4")[:n_ids].tobytes()
+    assert frame[16 + 4 * n_ids:].tobytes() == values.tobytes()
+    assert read_header(frame) == (3, n_ids, 7)
+
+    ids_scratch = np.empty(m, np.int32)
+    values_scratch = np.empty(48 * n_outputs)
+    all_blocks = np.arange(m, dtype=np.int32)
+    got_ids, n_blocks, got_values = read_message(
+        frame, partition.starts, n_outputs, all_blocks, ids_scratch, values_scratch)
+    assert n_blocks == len(block_ids)
+    assert_array_equal(got_ids[:n_blocks], block_ids)
+    assert_array_equal(got_values, values)
+    # aligned values are read in place; others are copied out first
+    aligned = frame[16 + 4 * n_ids:].ctypes.data % 8 == 0
+    assert np.shares_memory(got_values, frame) == aligned
+    assert np.shares_memory(got_values, values_scratch) == (not aligned)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "longer", "unknown block",
+                                    "too many ids"])
+def test_read_message_rejects_a_frame_that_does_not_fit_the_blocks(damage):
+    partition = BlockPartition(47, 10)
+    frame, _ = _encoded(partition, [5, 0, 9], 1, 0)
+    frame = frame.copy()
+    if damage == "truncated":
+        frame = frame[:-8]
+    elif damage == "longer":
+        frame = np.concatenate([frame, np.zeros(8, np.uint8)])
+    elif damage == "unknown block":
+        frame[16:20] = np.frombuffer(struct.pack("<i", 10), np.uint8)
+    else:
+        frame[4:8] = np.frombuffer(struct.pack("<I", 11), np.uint8)
+    _, n_blocks, _ = read_message(frame, partition.starts, 1,
+                                  np.arange(10, dtype=np.int32),
+                                  np.empty(10, np.int32), np.empty(48))
+    assert n_blocks == -1

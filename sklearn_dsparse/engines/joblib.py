@@ -12,15 +12,16 @@ and applies ``master.master_step`` to its own replica of W and hbar.  The
 master applies the same step to the same broadcast, so every node holds the
 same W, bit for bit, and the iterates are those of the in-process engine.
 
-A message travels as three frames of the connection: the 16-byte header
-(sender uint32, number of blocks uint32, round uint64), the int32 block ids
-(empty when all blocks are sent) and the float64 values: exactly the bytes
-``messages.message_nbytes`` counts; the connection adds a 4-byte length to
-each frame (reported as framing).  A task sends the messages of its workers
-in one write (``_FrameChannel``) and, on small models, the master sends a
-task the next epoch's command and the last broadcast in one write, so that
-each process wakes once per round: on small models, wake-ups and system
-calls, not bytes, are what a round costs.
+Each message travels as one frame of the connection holding exactly the
+bytes ``messages.message_nbytes`` counts (``messages.write_message``); the
+connection adds a 4-byte length (reported as framing).  A task computes and
+frames the messages of its workers in one compiled call and sends them in
+one write; the master reads a task's messages in one read and aggregates
+them in one compiled call, straight from its read buffer (``_transport``);
+and, on small models, the master sends a task the next epoch's command and
+the last broadcast in one write, so that each process wakes once per round:
+on small models, wake-ups and system calls, not bytes, are what a round
+costs.
 
 The master's address is ``SKLEARN_DSPARSE_MASTER_ADDRESS`` (default
 127.0.0.1; set it to an address the cluster's workers can reach), and tasks
@@ -30,7 +31,6 @@ that have not connected after ``SKLEARN_DSPARSE_CONNECT_TIMEOUT`` seconds
 
 import os
 import queue
-import select
 import socket
 import struct
 import threading
@@ -46,17 +46,17 @@ from numba import njit
 from .._layout import flat, kernel_view, n_outputs
 from ..accounting import count_message, count_round, new_counters
 from ..master import aggregate_message, master_step
-from ..messages import BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES
+from ..messages import (BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES, copy_into,
+                        message_nbytes, read_header, read_message, write_header,
+                        write_message)
 from ..solvers import GD, SAGA, init_saga_table
 from ..worker import worker_round
+from ._transport import (FRAME_PREFIX_BYTES, LONG_FRAME_PREFIX_BYTES, FrameStream,
+                         no_delay, prefix_bytes, write_prefix)
 from .base import Engine
 
-FRAME_BYTES = 4  # multiprocessing.connection's length prefix
-_HEADER = struct.Struct("<IIQ")  # sender, number of blocks, round
-assert _HEADER.size == HEADER_BYTES
-# The master's command before each epoch: its number of rounds, 0 to stop.
-_COMMAND = struct.Struct("<Q")
-_STOP = _COMMAND.pack(0)
+_COMMAND = struct.Struct("<Q")  # the master's command: an epoch's rounds, 0 to stop
+COMMAND_FRAME_BYTES = FRAME_PREFIX_BYTES + _COMMAND.size
 # A task computes, then sends, the messages of as many of its workers at once
 # as fit in max(n_columns * n_outputs, this) values (_WorkerGroup).
 MIN_PACKED_VALUES = 1 << 17
@@ -73,139 +73,37 @@ class WorkerProcessError(RuntimeError):
     """A worker task died or could not be started."""
 
 
-def _no_delay(conn):
-    # Rounds are small request/response exchanges: Nagle's algorithm would
-    # hold every message back (measured 5x slower rounds without this).
-    sock = socket.socket(fileno=os.dup(conn.fileno()))
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    finally:
-        sock.close()
+def _command_frame(n_rounds):
+    out = np.empty(COMMAND_FRAME_BYTES, dtype=np.uint8)
+    _write_command(out, 0, n_rounds)
+    return out
 
 
-# multiprocessing.connection's frame prefix: the length as a big-endian int32,
-# or -1 and then the length as a uint64 for frames of 2 GiB and more.
-_FRAME_LENGTH = struct.Struct("!i")
-_LONG_FRAME_LENGTH = struct.Struct("!Q")
-_IOV_MAX = os.sysconf("SC_IOV_MAX")
-READ_BUFFER_BYTES = 1 << 16
+def _write_command(out, pos, n_rounds):
+    write_prefix(out, pos, _COMMAND.size)
+    _COMMAND.pack_into(out, pos + FRAME_PREFIX_BYTES, n_rounds)
 
 
-class _FrameChannel:
-    """The rounds' traffic on a connection: its frames, in few system calls.
-
-    The bytes on the wire are exactly those of one ``conn.send_bytes`` per
-    frame (a 4-byte length, then the frame).  ``send`` writes all the frames
-    it is given at once (``os.writev``: no copy) and ``recv`` reads whatever
-    has arrived into a buffer, often a whole round's frames.  A process then
-    wakes once per burst of frames rather than once per frame, and makes a
-    system call or two per burst rather than two per frame: on the small
-    models, wake-ups and system calls are most of a round (a wake-up costs
-    tens of microseconds, a frame sent and received one by one about 7).
-
-    A channel reads ahead: once it reads from a connection, all that comes
-    after must be read through it.
-    """
-
-    def __init__(self, conn):
-        self._fd = conn.fileno()
-        self._buffer = bytearray(READ_BUFFER_BYTES)
-        self._view = memoryview(self._buffer)
-        self._start = self._end = 0  # buffer[start:end]: read, not consumed yet
-        self._poller = select.poll()
-        self._poller.register(self._fd, select.POLLIN)
-
-    def send(self, frames):
-        """Send ``frames`` (bytes-like), as many ``conn.send_bytes`` would."""
-        buffers = []
-        for frame in frames:
-            frame = memoryview(frame).cast("B")
-            n = frame.nbytes
-            buffers.append(_FRAME_LENGTH.pack(n) if n <= 0x7fffffff else
-                           _FRAME_LENGTH.pack(-1) + _LONG_FRAME_LENGTH.pack(n))
-            buffers.append(frame)
-        first = 0
-        while first < len(buffers):
-            written = os.writev(self._fd, buffers[first:first + _IOV_MAX])
-            while first < len(buffers) and written >= len(buffers[first]):
-                written -= len(buffers[first])
-                first += 1
-            if written:  # a partial write: the rest of this buffer goes next
-                buffers[first] = memoryview(buffers[first])[written:]
-
-    def readable(self, timeout_ms):
-        """Whether a frame has (begun to) come in within ``timeout_ms``."""
-        return self._end > self._start or bool(self._poller.poll(timeout_ms))
-
-    def recv(self):
-        """The next frame (bytes-like), as ``conn.recv_bytes()`` would return it."""
-        size = self._length(_FRAME_LENGTH)
-        if size == -1:
-            size = self._length(_LONG_FRAME_LENGTH)
-        start = self._start
-        if self._end - start >= size:
-            self._start = start + size
-            return bytes(self._view[start:start + size])
-        # More than has come: read the rest straight into the frame.
-        frame = bytearray(size)
-        have = self._end - start
-        frame[:have] = self._view[start:self._end]
-        self._start = self._end = 0
-        view = memoryview(frame)
-        while have < size:
-            have += self._read(view[have:])
-        return frame
-
-    def _length(self, prefix):
-        if self._end - self._start < prefix.size:
-            self._fill(prefix.size)
-        length, = prefix.unpack_from(self._buffer, self._start)
-        self._start += prefix.size
-        return length
-
-    def _fill(self, n):
-        """Read until at least n (a few) bytes are buffered."""
-        have = self._end - self._start
-        self._buffer[:have] = self._view[self._start:self._end]
-        self._start, self._end = 0, have
-        while self._end < n:
-            self._end += self._read(self._view[self._end:])
-
-    def _read(self, view):
-        n = os.readv(self._fd, [view])
-        if n == 0:
-            raise EOFError
-        return n
-
-
-def _message_frames(sender, rnd, block_ids, values):
-    return _HEADER.pack(sender, len(block_ids), rnd), block_ids, values
-
-
-def _recv_message(channel):
-    sender, _, rnd = _HEADER.unpack(channel.recv())
-    ids = channel.recv()
-    values = channel.recv()
-    return sender, rnd, ids, values
+def _max_frame_bytes(n_ids, n_values):
+    return LONG_FRAME_PREFIX_BYTES + HEADER_BYTES + n_ids * BLOCK_ID_BYTES + \
+        n_values * VALUE_BYTES
 
 
 @njit(cache=True)
-def _hosted_rounds(first, last, solver, loss_id, W, data, indices, indptr, Y, c,
-                   alpha, abar, h, shard_starts, l2, fit_intercept,
-                   use_control_variates, scale, sends_all, u_blocks, u_rows, batch,
+def _hosted_rounds(first, last, rnd, u_blocks, u_rows, sender0, solver, loss_id, W,
+                   data, indices, indptr, Y, c, alpha, abar, h, shard_starts, l2,
+                   fit_intercept, use_control_variates, scale, sends_all, batch,
                    starts, column_block, selected, block_list, rows, seen, estimate,
-                   z, dz, ids_out, values_out, sizes):
-    """One round of the hosted workers ``first..last-1``, their messages packed.
+                   z, dz, values, out):
+    """One round of the hosted workers ``first..last-1``, their messages framed.
 
     The in-process engine's loop over its workers, minus the aggregation;
     ``u_blocks[i]`` and ``u_rows[i]`` are hosted worker i's uniforms of the
-    round.  Message j (worker ``first + j``) is the next ``sizes[j, 0]`` ids
-    of ``ids_out`` (none when it carries every block, as on the wire) and the
-    next ``sizes[j, 1]`` values of ``values_out``.
+    round, ``sender0 + i`` its id.  Writes one frame per message into the
+    uint8 array ``out`` and returns the bytes written.
     """
     n_blocks = starts.shape[0] - 1
-    id_pos = 0
-    value_pos = 0
+    pos = 0
     for i in range(first, last):
         s = shard_starts[i]
         e = shard_starts[i + 1]
@@ -213,71 +111,102 @@ def _hosted_rounds(first, last, solver, loss_id, W, data, indices, indptr, Y, c,
             solver, loss_id, W, data, indices, indptr[s:e + 1], Y[s:e], c[s:e],
             alpha[s:e], abar[i], h[i], l2, fit_intercept, use_control_variates,
             scale, sends_all, u_blocks[i], u_rows[i], batch, starts, column_block,
-            selected, block_list, rows, seen, estimate, z, dz, values_out[value_pos:])
-        n_ids = 0 if n_sel == n_blocks else n_sel
-        for j in range(n_ids):
-            ids_out[id_pos + j] = block_list[j]
-        sizes[i - first, 0] = n_ids
-        sizes[i - first, 1] = n_val
-        id_pos += n_ids
-        value_pos += n_val
+            selected, block_list, rows, seen, estimate, z, dz, values)
+        pos += write_prefix(out, pos, message_nbytes(n_sel, n_val, n_blocks))
+        pos += write_message(out[pos:], sender0 + i, rnd, block_list,
+                             0 if n_sel == n_blocks else n_sel, values, n_val)
+    return pos
 
 
 @njit(cache=True)
-def _aggregate_messages(A, touched, ids, values, sizes, weights, starts, all_blocks,
-                        counters):
-    """A += the weighted messages laid out as ``_hosted_rounds`` packs them.
+def _aggregate_frames(buf, spans, first, rnd, weights, A, touched, starts,
+                      all_blocks, ids, values, counters):
+    """A += the weighted messages of workers ``first``, ``first + 1``, ... in
+    the frames at ``spans`` of ``buf``, in order, as the in-process engine adds
+    them; counts their bytes and blocks.
 
-    Message j has ``sizes[j, 0]`` ids (none: every block) and ``sizes[j, 1]``
-    values and weight ``weights[j]``; they are added in order, as the
-    in-process engine adds them.  Counts their bytes and blocks.
+    Returns the index of the first frame that is not the expected message
+    (-1: none), and the payload and framing bytes of the frames read.
     """
+    K = n_outputs(A)
     n_blocks = starts.shape[0] - 1
-    id_pos = 0
-    value_pos = 0
-    for j in range(weights.shape[0]):
-        n_ids = sizes[j, 0]
-        n_values = sizes[j, 1]
-        message_values = values[value_pos:value_pos + n_values]
-        if n_ids == 0:
-            n_sel = n_blocks
-            aggregate_message(A, touched, all_blocks, n_sel, starts, message_values,
-                              weights[j])
-        else:
-            n_sel = n_ids
-            aggregate_message(A, touched, ids[id_pos:id_pos + n_ids], n_sel, starts,
-                              message_values, weights[j])
-        count_message(counters, n_sel, n_values, n_blocks)
-        id_pos += n_ids
-        value_pos += n_values
+    payload = framing = 0
+    for j in range(spans.shape[0]):
+        frame = buf[spans[j, 0]:spans[j, 0] + spans[j, 1]]
+        if frame.shape[0] < HEADER_BYTES:
+            return j, payload, framing
+        sender, _, sent_in = read_header(frame)
+        if sender != first + j or sent_in != rnd:
+            return j, payload, framing
+        block_ids, n_sel, message_values = read_message(frame, starts, K, all_blocks,
+                                                        ids, values)
+        if n_sel < 0:
+            return j, payload, framing
+        aggregate_message(A, touched, block_ids, n_sel, starts, message_values,
+                          weights[first + j])
+        count_message(counters, n_sel, message_values.shape[0], n_blocks)
+        payload += frame.shape[0]
+        framing += prefix_bytes(frame.shape[0])
+    return -1, payload, framing
 
 
 @njit(cache=True)
-def _gather_touched(A, touched, starts, ids_out, values_out):
-    """The broadcast: the ids of the touched blocks and their values, in order.
+def _write_broadcast(A, touched, starts, rnd, ids, out):
+    """The round's broadcast, A on the touched blocks, framed into ``out``.
 
-    Returns the numbers of blocks and of values written.
+    The frame starts at byte 12 or 16, whichever puts its values 8-aligned
+    (they are gathered in place), with room for a command frame before it.
+    Returns where the frame starts and ends.
     """
     K = n_outputs(A)
     a = flat(A)
-    n_sent = 0
-    pos = 0
-    for b in range(touched.shape[0]):
+    n_blocks = touched.shape[0]
+    n_sent = n_values = 0
+    for b in range(n_blocks):
         if touched[b]:
-            ids_out[n_sent] = b
+            ids[n_sent] = b
             n_sent += 1
-            for i in range(starts[b] * K, starts[b + 1] * K):
-                values_out[pos] = a[i]
-                pos += 1
-    return n_sent, pos
+            n_values += (starts[b + 1] - starts[b]) * K
+    n_ids = 0 if n_sent == n_blocks else n_sent
+    size = message_nbytes(n_sent, n_values, n_blocks)
+    ahead = prefix_bytes(size) + HEADER_BYTES + n_ids * BLOCK_ID_BYTES
+    begin = 16 if ahead % VALUE_BYTES == 0 else 12
+    pos = begin + write_prefix(out, begin, size)
+    pos += write_header(out[pos:], 0, rnd, ids, n_ids)
+    sent = out[pos:pos + n_values * VALUE_BYTES].view(np.float64)
+    v = 0
+    for j in range(n_sent):
+        block = a[starts[ids[j]] * K:starts[ids[j] + 1] * K]
+        copy_into(sent[v:], block)
+        v += block.shape[0]
+    return begin, pos + n_values * VALUE_BYTES
+
+
+@njit(cache=True)
+def _apply_broadcast(frame, rnd, W, hbar, A, touched, starts, all_blocks, ids,
+                     values, step, l1, fit_intercept, use_control_variates,
+                     cv_fraction):
+    """The master's step from its broadcast in ``frame``; False if the frame
+    is not round ``rnd``'s broadcast."""
+    if frame.shape[0] < HEADER_BYTES or read_header(frame)[2] != rnd:
+        return False
+    block_ids, n_sel, sent = read_message(frame, starts, n_outputs(A), all_blocks,
+                                          ids, values)
+    if n_sel < 0:
+        return False
+    aggregate_message(A, touched, block_ids, n_sel, starts, sent, 1.0)
+    master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
+                use_control_variates, cv_fraction)
+    return True
 
 
 class _WorkerGroup:
     """The logical workers one task hosts, and its replica of the master.
 
     The hosted shards are one CSR matrix (``shard_starts`` cuts it) so that one
-    compiled call computes the round of many hosted workers: the Python work
-    per message is then only its three frames.
+    compiled call computes and frames the messages of many hosted workers,
+    and one more applies the master's broadcast: a round is then a read, two
+    compiled calls and a write, whatever the number of hosted workers.
     """
 
     def __init__(self, spec):
@@ -313,15 +242,24 @@ class _WorkerGroup:
         packed = max(p1 * K, MIN_PACKED_VALUES)
         self.workers_per_pack = max(1, min(n_hosted, packed // max_message))
         max_rows = int(np.max(np.diff(self.shard_starts)))
-        self.scratch = dict(
-            selected=np.zeros(self.n_blocks, dtype=np.bool_),
-            block_list=np.empty(self.n_blocks, dtype=np.int64),
-            rows=np.empty(max(self.batch_size, 1), dtype=np.int64),
-            seen=np.zeros(max_rows, dtype=np.bool_), estimate=np.zeros_like(self.W),
-            z=np.empty(K), dz=np.empty(K),
-            ids_out=np.empty(self.workers_per_pack * n_sel_max, dtype=np.int32),
-            values_out=np.empty(max(packed, max_message)),
-            sizes=np.empty((self.workers_per_pack, 2), dtype=np.int64))
+        # The arguments of the compiled calls that stay the same all fit long.
+        self.pack_args = (
+            self.worker_ids[0], self.solver, self.loss_id, self.W, self.data,
+            self.indices, self.indptr, self.Y, self.c, self.alpha, self.abar, self.h,
+            self.shard_starts, self.l2, self.fit_intercept, self.use_control_variates,
+            self.scale, self.sends_all, self.batch_size, self.starts,
+            self.column_block, np.zeros(self.n_blocks, dtype=np.bool_),
+            np.empty(self.n_blocks, dtype=np.int64),
+            np.empty(max(self.batch_size, 1), dtype=np.int64),
+            np.zeros(max_rows, dtype=np.bool_), np.zeros_like(self.W), np.empty(K),
+            np.empty(K), np.empty(max_message),
+            np.empty(self.workers_per_pack * _max_frame_bytes(n_sel_max, max_message),
+                     dtype=np.uint8))
+        self.out = self.pack_args[-1]
+        self.apply_args = (
+            self.W, self.hbar, self.A, self.touched, self.starts, self.all_blocks,
+            np.empty(self.n_blocks, dtype=np.int32), np.empty(p1 * K), self.step,
+            self.l1, self.fit_intercept, self.use_control_variates, self.cv_fraction)
 
     def epoch_uniforms(self, n_rounds):
         """The uniforms of the next ``n_rounds`` rounds, as the in-process
@@ -347,71 +285,49 @@ class _WorkerGroup:
         self.gd_uniforms_ahead = ahead[:, n_rounds:]
         return ahead[:, :n_rounds], np.empty((len(self.worker_ids), n_rounds, 0))
 
-    def pack(self, first, u_blocks, u_rows):
-        """Compute the messages of the pack of hosted workers starting at
-        ``first``; returns the index of the first worker after the pack."""
-        s = self.scratch
-        last = min(first + self.workers_per_pack, len(self.worker_ids))
-        _hosted_rounds(
-            first, last, self.solver, self.loss_id, self.W, self.data, self.indices,
-            self.indptr, self.Y, self.c, self.alpha, self.abar, self.h,
-            self.shard_starts, self.l2, self.fit_intercept,
-            self.use_control_variates, self.scale, self.sends_all, u_blocks, u_rows,
-            self.batch_size, self.starts, self.column_block, s["selected"],
-            s["block_list"], s["rows"], s["seen"], s["estimate"], s["z"], s["dz"],
-            s["ids_out"], s["values_out"], s["sizes"])
-        return last
+    def send_round(self, stream, rnd, u_blocks, u_rows):
+        """Compute and send the messages of every hosted worker, a pack at a time."""
+        n_hosted = len(self.worker_ids)
+        first = 0
+        while first < n_hosted:
+            last = min(first + self.workers_per_pack, n_hosted)
+            n_bytes = _hosted_rounds(first, last, rnd, u_blocks, u_rows,
+                                     *self.pack_args)
+            stream.send(self.out[:n_bytes])
+            first = last
 
-    def send_pack(self, channel, rnd, first, last):
-        s = self.scratch
-        ids_out, values_out = s["ids_out"], s["values_out"]
-        id_pos = value_pos = 0
-        frames = []
-        for sender, (n_ids, n_values) in zip(self.worker_ids[first:last],
-                                             s["sizes"][:last - first].tolist()):
-            frames += _message_frames(sender, rnd, ids_out[id_pos:id_pos + n_ids],
-                                      values_out[value_pos:value_pos + n_values])
-            id_pos += n_ids
-            value_pos += n_values
-        channel.send(frames)
+    def apply_broadcast(self, buffer, span, rnd):
+        frame = buffer[span[0]:span[0] + span[1]]
+        if not _apply_broadcast(frame, rnd, *self.apply_args):
+            raise WorkerProcessError(f"expected the master's broadcast of round {rnd}")
 
-    def apply_broadcast(self, channel):
-        _, _, ids, values = _recv_message(channel)
-        ids = np.frombuffer(ids, dtype=np.int32) if ids else self.all_blocks
-        values = np.frombuffer(values, dtype=np.float64)
-        aggregate_message(self.A, self.touched, ids, ids.size, self.starts, values,
-                          1.0)
-        master_step(self.W, self.hbar, self.A, self.touched, self.starts, self.step,
-                    self.l1, self.fit_intercept, self.use_control_variates,
-                    self.cv_fraction)
-
-    def run(self, channel):
+    def run(self, stream):
         """Run the epochs the master commands until it says stop.
 
         On small models the broadcast of an epoch's last round comes after
-        the next command (``JoblibEngine._send_command``).
+        the next command (``JoblibEngine._send_command``), in the same read.
         """
-        n_hosted = len(self.worker_ids)
-        broadcast_pending = False
+        pending = None  # the round of a broadcast that comes with the command
         while True:
-            n_rounds, = _COMMAND.unpack(channel.recv())
-            if broadcast_pending:
-                self.apply_broadcast(channel)
+            buffer, spans = stream.frames(1 if pending is None else 2)
+            if spans[0, 1] != _COMMAND.size:
+                raise WorkerProcessError("expected the master's command")
+            n_rounds, = _COMMAND.unpack_from(buffer, spans[0, 0])
+            if pending is not None:
+                self.apply_broadcast(buffer, spans[1], pending)
             if n_rounds == 0:
                 return
             u_blocks, u_rows = self.epoch_uniforms(n_rounds)
             for rnd in range(n_rounds):
                 if rnd > 0:
-                    self.apply_broadcast(channel)
-                packed = 0
-                while packed < n_hosted:
-                    first, packed = packed, self.pack(packed, u_blocks[:, rnd],
-                                                      u_rows[:, rnd])
-                    self.send_pack(channel, rnd, first, packed)
-            if self.broadcast_with_command:
-                broadcast_pending = True
-            else:
-                self.apply_broadcast(channel)
+                    buffer, spans = stream.frames(1)
+                    self.apply_broadcast(buffer, spans[0], rnd - 1)
+                self.send_round(stream, rnd, u_blocks[:, rnd], u_rows[:, rnd])
+            pending = n_rounds - 1
+            if not self.broadcast_with_command:
+                buffer, spans = stream.frames(1)
+                self.apply_broadcast(buffer, spans[0], pending)
+                pending = None
 
 
 def serve(address, authkey):
@@ -423,12 +339,12 @@ def serve(address, authkey):
     except OSError:
         return  # the fit ended (or failed) before this task could start
     try:
-        _no_delay(conn)  # both ends: rounds are small writes
+        no_delay(conn)  # both ends: rounds are small writes
         conn.send(os.getpid())
         # Workers share the cores with each other: one BLAS thread each.
         with threadpool_limits(1):
             group = _WorkerGroup(conn.recv())
-            group.run(_FrameChannel(conn))
+            group.run(FrameStream(conn))
     except (EOFError, OSError):
         return  # the master has gone; it reports why
     finally:
@@ -443,7 +359,7 @@ class JoblibEngine(Engine):
         self.address = os.environ.get("SKLEARN_DSPARSE_MASTER_ADDRESS", "127.0.0.1")
         self.timeout = float(os.environ.get("SKLEARN_DSPARSE_CONNECT_TIMEOUT", 60))
         self._conns = []
-        self._channels = []
+        self._streams = []
         self._listener = None
         self._thread = None
         self._task_errors = []
@@ -483,7 +399,7 @@ class JoblibEngine(Engine):
                 conn = accepted.get(timeout=0.05)
             except queue.Empty:
                 continue
-            _no_delay(conn)
+            no_delay(conn)
             self.pids.append(conn.recv())
             self._conns.append(conn)
         self._W = np.array(coef, dtype=np.float64, order="C")
@@ -493,9 +409,10 @@ class JoblibEngine(Engine):
         self._A = np.zeros((p1, K))
         self._touched = np.zeros(m, dtype=np.bool_)
         self._all_blocks = np.arange(m, dtype=np.int32)
-        self._broadcast_ids = np.empty(m, dtype=np.int32)
-        self._broadcast_values = np.empty(p1 * K)
-        self._message_sizes = np.empty((max(self._hosted), 2), dtype=np.int64)
+        self._ids = np.empty(m, dtype=np.int32)
+        self._values = np.empty(p1 * K)  # a message's values, when misaligned
+        # The broadcast frame, with room for a command frame before it.
+        self._out = np.empty(16 + _max_frame_bytes(m, p1 * K), dtype=np.uint8)
         self._broadcast_with_command = p1 * K <= MAX_DEFERRED_PARAMETERS
         X = pb.X
         for conn, group in zip(self._conns, groups):
@@ -514,7 +431,7 @@ class JoblibEngine(Engine):
                 column_block=pb.partition.column_block, n_blocks=m,
                 step=pb.step_size, cv_fraction=1.0 / pb.sparsifier.scale,
                 broadcast_with_command=self._broadcast_with_command))
-        self._channels = [_FrameChannel(conn) for conn in self._conns]
+        self._streams = [FrameStream(conn) for conn in self._conns]
         self._counters = new_counters()
         self.wire = dict(uplink_payload_bytes=0, uplink_framing_bytes=0,
                          downlink_payload_bytes=0, downlink_framing_bytes=0)
@@ -550,87 +467,74 @@ class JoblibEngine(Engine):
                 f"a worker task failed: {self._task_errors[0]!r}") from \
                 self._task_errors[0]
 
-    def _wait_readable(self, channel):
-        while not channel.readable(500):
-            self._raise_task_error()
-
-    def _receive_messages(self, channel, first, n_hosted, rnd):
+    def _receive_messages(self, stream, first, n_hosted, rnd):
         """Receive the messages of workers ``first..first+n_hosted-1`` and add
-        them to A, in worker order."""
-        self._wait_readable(channel)
-        id_frames, value_frames = [], []
-        sizes = self._message_sizes[:n_hosted]
-        for j in range(n_hosted):
-            sender, sent_in, ids, values = _recv_message(channel)
-            if sender != first + j or sent_in != rnd:
-                raise WorkerProcessError(
-                    f"expected the message of worker {first + j} in round {rnd}, "
-                    f"got worker {sender}'s of round {sent_in}")
-            id_frames.append(ids)
-            value_frames.append(values)
-            sizes[j] = len(ids) // BLOCK_ID_BYTES, len(values) // VALUE_BYTES
-        # One compiled call for all the messages of the task; a task hosting
-        # one worker has nothing to join (a large frame is a bytearray, which
-        # join would copy).
-        ids, values = (id_frames[0], value_frames[0]) if n_hosted == 1 else \
-            (b"".join(id_frames), b"".join(value_frames))
-        pb = self.problem
-        _aggregate_messages(self._A, self._touched, np.frombuffer(ids, dtype=np.int32),
-                            np.frombuffer(values, dtype=np.float64), sizes,
-                            pb.weights[first:first + n_hosted], pb.partition.starts,
-                            self._all_blocks, self._counters)
-        self.wire["uplink_payload_bytes"] += n_hosted * HEADER_BYTES + len(ids) + \
-            len(values)
-        self.wire["uplink_framing_bytes"] += n_hosted * 3 * FRAME_BYTES
+        them to A, in worker order.  A task that fails closes its connection,
+        so this read cannot outlive it."""
+        buffer, spans = stream.frames(n_hosted)
+        bad, payload, framing = _aggregate_frames(
+            buffer, spans, first, rnd, self.problem.weights, self._A, self._touched,
+            self.problem.partition.starts, self._all_blocks, self._ids, self._values,
+            self._counters)
+        if bad >= 0:
+            offset, size = spans[bad]
+            sender, _, sent_in = read_header(buffer[offset:offset + max(size, 16)])
+            raise WorkerProcessError(
+                f"expected the message of worker {first + bad} in round {rnd}, got "
+                f"{size} bytes from worker {sender} for round {sent_in}: the "
+                "workers run another version of sklearn-dsparse?")
+        self.wire["uplink_payload_bytes"] += payload
+        self.wire["uplink_framing_bytes"] += framing
 
-    def _gather_broadcast(self):
-        """A on the blocks sent (the union), copied out before the step clears A."""
-        n_sent, n_values = _gather_touched(self._A, self._touched,
-                                           self.problem.partition.starts,
-                                           self._broadcast_ids, self._broadcast_values)
-        ids = self._broadcast_ids[:0 if n_sent == self.problem.partition.n_blocks
-                                  else n_sent]
-        values = self._broadcast_values[:n_values]
-        n_conns = len(self._conns)
-        self.wire["downlink_payload_bytes"] += n_conns * (
-            HEADER_BYTES + ids.nbytes + values.nbytes)
-        self.wire["downlink_framing_bytes"] += n_conns * 3 * FRAME_BYTES
-        return ids, values
-
-    def _send_command(self, command):
+    def _send_command(self, n_rounds):
         """The command to every task, then the last round's broadcast if pending.
 
         On models of up to ``MAX_DEFERRED_PARAMETERS``, the broadcast of an
         epoch's last round waits for the next command (or the stop) and goes
-        in the same write: a task then wakes once per round, as inside an
-        epoch, rather than once for the broadcast and once more for the
-        command (a wake-up costs tens of microseconds, as much as a small
-        model's round).  ``wire_bytes`` counts it when it is made.
+        in the same write, right after it in ``_out``: a task then wakes once
+        per round, as inside an epoch, rather than once for the broadcast and
+        once more for the command (a wake-up costs tens of microseconds, as
+        much as a small model's round).
         """
-        pending, self._pending_broadcast = self._pending_broadcast, None
-        frames = [command]
-        if pending is not None:
-            frames += _message_frames(0, *pending)
-        for channel in self._channels:
-            channel.send(frames)
+        if self._pending_broadcast is None:
+            data = _command_frame(n_rounds)
+        else:
+            begin, end = self._pending_broadcast
+            self._pending_broadcast = None
+            _write_command(self._out, begin - COMMAND_FRAME_BYTES, n_rounds)
+            data = self._out[begin - COMMAND_FRAME_BYTES:end]
+        for stream in self._streams:
+            stream.send(data)
+
+    def _broadcast(self, rnd, defer):
+        """Frame A on the blocks sent (the union) and send it, or keep it for
+        the next command; before the step, which clears A."""
+        begin, end = _write_broadcast(self._A, self._touched,
+                                      self.problem.partition.starts, rnd, self._ids,
+                                      self._out)
+        n_streams = len(self._streams)
+        framing = prefix_bytes(end - begin)
+        self.wire["downlink_payload_bytes"] += n_streams * (end - begin - framing)
+        self.wire["downlink_framing_bytes"] += n_streams * framing
+        if defer:
+            self._pending_broadcast = begin, end
+            return
+        data = self._out[begin:end]
+        for stream in self._streams:
+            stream.send(data)
 
     def run_epoch(self, n_rounds):
         pb = self.problem
         n, m = pb.n_workers, pb.partition.n_blocks
         self._in_epoch = True
         try:
-            self._send_command(_COMMAND.pack(n_rounds))
+            self._send_command(n_rounds)
             for rnd in range(n_rounds):
-                for channel, first, n_hosted in zip(self._channels, self._first_hosted,
-                                                     self._hosted):
-                    self._receive_messages(channel, first, n_hosted, rnd)
-                ids, values = self._gather_broadcast()
-                if rnd < n_rounds - 1 or not self._broadcast_with_command:
-                    frames = _message_frames(0, rnd, ids, values)
-                    for channel in self._channels:
-                        channel.send(frames)
-                else:
-                    self._pending_broadcast = (rnd, ids, values)
+                for stream, first, n_hosted in zip(self._streams, self._first_hosted,
+                                                   self._hosted):
+                    self._receive_messages(stream, first, n_hosted, rnd)
+                self._broadcast(rnd, defer=self._broadcast_with_command
+                                and rnd == n_rounds - 1)
                 nb, nv = master_step(self._W, self._hbar, self._A, self._touched,
                                      pb.partition.starts, pb.step_size, pb.penalty.l1,
                                      pb.fit_intercept, pb.use_control_variates,
@@ -653,7 +557,7 @@ class JoblibEngine(Engine):
         # interrupt) they wait for a broadcast, and a closed connection ends them.
         if not self._in_epoch:
             try:
-                self._send_command(_STOP)
+                self._send_command(0)
             except OSError:
                 pass
         for conn in self._conns:
@@ -671,4 +575,4 @@ class JoblibEngine(Engine):
         if self._thread is not None:
             self._thread.join(timeout=self.timeout)
         self._conns = []
-        self._channels = []
+        self._streams = []
