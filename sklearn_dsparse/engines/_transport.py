@@ -16,7 +16,6 @@ bytes: each process then wakes and reads once per round.
 
 import os
 import socket
-import struct
 
 import numpy as np
 from numba import njit
@@ -25,7 +24,6 @@ from numba import njit
 FRAME_PREFIX_BYTES = 4
 LONG_FRAME_PREFIX_BYTES = 12
 _LONG_FRAME = 0x7FFFFFFF
-_PREFIX = struct.Struct("!i")
 #: A stream's read buffer starts at this size and grows to hold a burst.
 READ_BUFFER_BYTES = 1 << 16
 

@@ -156,7 +156,7 @@ def _write_broadcast(A, touched, starts, rnd, ids, out):
 
     The frame starts at byte 12 or 16, whichever puts its values 8-aligned
     (they are gathered in place), with room for a command frame before it.
-    Returns where the frame starts and ends.
+    Returns where the frame starts and ends, and its size without the prefix.
     """
     K = n_outputs(A)
     a = flat(A)
@@ -179,7 +179,7 @@ def _write_broadcast(A, touched, starts, rnd, ids, out):
         block = a[starts[ids[j]] * K:starts[ids[j] + 1] * K]
         copy_into(sent[v:], block)
         v += block.shape[0]
-    return begin, pos + n_values * VALUE_BYTES
+    return begin, pos + n_values * VALUE_BYTES, size
 
 
 @njit(cache=True)
@@ -509,13 +509,12 @@ class JoblibEngine(Engine):
     def _broadcast(self, rnd, defer):
         """Frame A on the blocks sent (the union) and send it, or keep it for
         the next command; before the step, which clears A."""
-        begin, end = _write_broadcast(self._A, self._touched,
-                                      self.problem.partition.starts, rnd, self._ids,
-                                      self._out)
+        begin, end, size = _write_broadcast(self._A, self._touched,
+                                            self.problem.partition.starts, rnd,
+                                            self._ids, self._out)
         n_streams = len(self._streams)
-        framing = prefix_bytes(end - begin)
-        self.wire["downlink_payload_bytes"] += n_streams * (end - begin - framing)
-        self.wire["downlink_framing_bytes"] += n_streams * framing
+        self.wire["downlink_payload_bytes"] += n_streams * size
+        self.wire["downlink_framing_bytes"] += n_streams * (end - begin - size)
         if defer:
             self._pending_broadcast = begin, end
             return
