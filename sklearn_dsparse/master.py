@@ -3,8 +3,9 @@
 With ``A = sum_i w_i M_i`` (the aggregated sparse message), the step is
 ``x+ = prox_{step R}(x - step (hbar + A))`` and, with control variates,
 ``hbar += (tau / m) A``.  A is exactly what is broadcast: a worker holding x
-and hbar reproduces x+ and hbar+ from it with ``master_step`` itself, so every
-node keeps identical state.
+and hbar reproduces x+ and hbar+ from it with ``step_from_broadcast``, the
+same arithmetic (``_step_block``) read from the message instead of from A, so
+every node keeps identical state.
 
 W, hbar and A are (n_columns, n_outputs) C-contiguous arrays (1-D with one
 output, see ``_layout``), so block b is the flat range
@@ -45,6 +46,26 @@ def aggregate_message(A, touched, block_list, n_selected, starts, values, weight
         pos += size
 
 
+@njit(cache=True, inline="always")
+def _step_block(w_b, hb_b, a_b, sent, n_penalised_b, step, threshold,
+                use_control_variates, cv_fraction):
+    """The step on one block: ``a_b`` is A on it when it was sent."""
+    size = w_b.shape[0]
+    if sent and use_control_variates:
+        for i in range(size):
+            w_b[i] -= step * (hb_b[i] + a_b[i])
+            hb_b[i] += cv_fraction * a_b[i]
+    elif sent:
+        for i in range(size):
+            w_b[i] -= step * a_b[i]
+    elif use_control_variates:
+        for i in range(size):
+            w_b[i] -= step * hb_b[i]
+    if threshold > 0.0:
+        for i in range(n_penalised_b):
+            w_b[i] = soft_threshold(w_b[i], threshold)
+
+
 @njit(cache=True)
 def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
                 use_control_variates, cv_fraction):
@@ -55,13 +76,11 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
     absent they are skipped.
     """
     K = n_outputs(W)
-    p1 = W.shape[0]
     w = flat(W)
     hb = flat(hbar)
     a = flat(A)
-    n_penalised = (p1 - 1 if fit_intercept else p1) * K
+    n_penalised = (W.shape[0] - 1 if fit_intercept else W.shape[0]) * K
     every_block_moves = use_control_variates or l1 > 0.0
-    threshold = step * l1
     n_blocks_sent = 0
     n_values_sent = 0
     for b in range(touched.shape[0]):
@@ -70,23 +89,43 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
             continue
         lo = starts[b] * K
         hi = starts[b + 1] * K
-        size = hi - lo
-        w_b, hb_b, a_b = w[lo:hi], hb[lo:hi], a[lo:hi]
-        if sent and use_control_variates:
-            for i in range(size):
-                w_b[i] -= step * (hb_b[i] + a_b[i])
-                hb_b[i] += cv_fraction * a_b[i]
-        elif sent:
-            for i in range(size):
-                w_b[i] -= step * a_b[i]
-        elif use_control_variates:
-            for i in range(size):
-                w_b[i] -= step * hb_b[i]
-        if threshold > 0.0:
-            for i in range(min(hi, n_penalised) - lo):
-                w_b[i] = soft_threshold(w_b[i], threshold)
+        _step_block(w[lo:hi], hb[lo:hi], a[lo:hi], sent,
+                    max(min(hi, n_penalised) - lo, 0), step, step * l1,
+                    use_control_variates, cv_fraction)
         if sent:
             n_blocks_sent += 1
-            n_values_sent += size
+            n_values_sent += hi - lo
             touched[b] = False
     return n_blocks_sent, n_values_sent
+
+
+@njit(cache=True)
+def step_from_broadcast(W, hbar, block_ids, n_blocks_sent, values, starts, step,
+                        l1, fit_intercept, use_control_variates, cv_fraction):
+    """``master_step`` with A given as the broadcast message itself: the blocks
+    ``block_ids[:n_blocks_sent]`` (increasing) and their concatenated values.
+
+    The same arithmetic on the same numbers, so W and hbar come out bit for
+    bit as from ``master_step``, without first spreading the message into A
+    (a pass over the model, on wide models the price of a round).
+    """
+    K = n_outputs(W)
+    w = flat(W)
+    hb = flat(hbar)
+    n_penalised = (W.shape[0] - 1 if fit_intercept else W.shape[0]) * K
+    every_block_moves = use_control_variates or l1 > 0.0
+    j = 0
+    pos = 0
+    for b in range(starts.shape[0] - 1):
+        sent = j < n_blocks_sent and block_ids[j] == b
+        lo = starts[b] * K
+        hi = starts[b + 1] * K
+        a_b = values[pos:pos + (hi - lo if sent else 0)]
+        if sent:
+            j += 1
+            pos += hi - lo
+        elif not every_block_moves:
+            continue
+        _step_block(w[lo:hi], hb[lo:hi], a_b, sent,
+                    max(min(hi, n_penalised) - lo, 0), step, step * l1,
+                    use_control_variates, cv_fraction)

@@ -47,15 +47,16 @@ def emit_message(estimate, h, use_control_variates, block_list, n_selected,
 
 
 @njit(cache=True)
-def worker_round(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar, h,
-                 l2, fit_intercept, use_control_variates, scale, sends_all,
-                 u_blocks, u_rows, batch, starts, column_block, scratch_selected,
-                 block_list, rows, scratch_seen, estimate, z, dz, values):
-    """One worker's round on its shard (rows of ``data/indices/indptr``, Y, c).
+def worker_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
+                    l2, fit_intercept, sends_all, u_blocks, u_rows, batch, starts,
+                    column_block, scratch_selected, block_list, rows, scratch_seen,
+                    estimate, z, dz):
+    """Choose this round's blocks and compute the estimate on them.
 
     ``u_blocks`` and ``u_rows`` are this round's uniforms from the worker's own
-    stream.  Writes the message into ``block_list[:n_blocks]`` and
-    ``values[:n_values]`` and returns ``(n_blocks, n_values)``.
+    stream.  Writes the blocks into ``block_list`` and marks them in
+    ``scratch_selected`` (cleared by the caller once the message is out);
+    returns how many.
     """
     n_blocks_total = starts.shape[0] - 1
     n_selected = select_blocks(u_blocks, n_blocks_total, sends_all,
@@ -67,6 +68,33 @@ def worker_round(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar, h
     local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
                    l2, fit_intercept, rows[:b], scratch_selected, block_list,
                    n_selected, starts, column_block, estimate, z, dz)
+    return n_selected
+
+
+@njit(cache=True)
+def message_values(block_list, n_selected, starts, n_outputs):
+    """How many values the message on ``block_list[:n_selected]`` carries."""
+    n_values = 0
+    for j in range(n_selected):
+        n_values += (starts[block_list[j] + 1] - starts[block_list[j]]) * n_outputs
+    return n_values
+
+
+@njit(cache=True)
+def worker_round(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar, h,
+                 l2, fit_intercept, use_control_variates, scale, sends_all,
+                 u_blocks, u_rows, batch, starts, column_block, scratch_selected,
+                 block_list, rows, scratch_seen, estimate, z, dz, values):
+    """One worker's round on its shard (rows of ``data/indices/indptr``, Y, c).
+
+    Writes the message into ``block_list[:n_blocks]`` and
+    ``values[:n_values]`` and returns ``(n_blocks, n_values)``.  (A real
+    engine calls the two halves itself, to emit straight into its frame.)
+    """
+    n_selected = worker_estimate(
+        solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar, l2,
+        fit_intercept, sends_all, u_blocks, u_rows, batch, starts, column_block,
+        scratch_selected, block_list, rows, scratch_seen, estimate, z, dz)
     n_values = emit_message(estimate, h, use_control_variates, block_list,
                             n_selected, starts, scale, values)
     for j in range(n_selected):

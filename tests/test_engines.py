@@ -15,7 +15,8 @@ from joblib import parallel_config
 from numpy.testing import assert_array_equal
 from sklearn.model_selection import GridSearchCV
 
-from sklearn_dsparse import DistributedSparseLogisticRegression, DistributedSparseRidge
+from sklearn_dsparse import (DistributedSparseElasticNet,
+                             DistributedSparseLogisticRegression, DistributedSparseRidge)
 from sklearn_dsparse.engines import JoblibEngine, WorkerProcessError
 
 from conftest import load
@@ -78,6 +79,20 @@ def test_loky_draws_as_the_in_process_engine_for_every_sparsifier(solver, sparsi
     remote = fit("classifier", X, y, n_jobs=2, **params)
     assert_array_equal(remote.coef_, local.coef_)
     assert_array_equal(remote.intercept_, local.intercept_)
+
+
+@pytest.mark.parametrize("control_variates", [True, False])
+def test_loky_takes_the_proximal_step_as_the_in_process_engine(control_variates):
+    # The L1 prox moves every block, sent or not, on every node.
+    X, y = data("regressor", "sparse")
+    params = dict(alpha=0.5, l1_ratio=0.7, solver="saga", n_workers=7, n_blocks=5,
+                  control_variates=control_variates, max_iter=3, tol=0,
+                  random_state=0)
+    local = DistributedSparseElasticNet(**params).fit(X, y)
+    remote = DistributedSparseElasticNet(n_jobs=2, **params).fit(X, y)
+    assert_array_equal(remote.coef_, local.coef_)
+    assert remote.intercept_ == local.intercept_
+    assert 0 < np.count_nonzero(local.coef_) < local.coef_.size
 
 
 def test_loky_model_larger_than_a_pack_of_messages():

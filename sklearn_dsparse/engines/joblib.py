@@ -6,22 +6,26 @@ launches ``n_procs = min(n_jobs, n_workers)`` tasks through ``joblib.Parallel``
 on whatever backend is active (loky by default; ``parallel_config(backend=
 "dask")`` sends them to a Dask cluster).  Each task connects back, receives the
 shards and state of the logical workers it hosts, and then, every round, runs
-``worker.worker_round`` for each of them, sends their messages, receives the
-master's broadcast (the aggregated message on the union of the blocks sent)
-and applies ``master.master_step`` to its own replica of W and hbar.  The
-master applies the same step to the same broadcast, so every node holds the
-same W, bit for bit, and the iterates are those of the in-process engine.
+the two halves of ``worker.worker_round`` for each of them, sends their
+messages, receives the master's broadcast (the aggregated message on the
+union of the blocks sent) and applies ``master.step_from_broadcast`` to its
+own replica of W and hbar.  The master applies the same step to the same
+broadcast, so every node holds the same W, bit for bit, and the iterates are
+those of the in-process engine (whose ``master.master_step`` does the same
+arithmetic).
 
 Each message travels as one frame of the connection holding exactly the
-bytes ``messages.message_nbytes`` counts (``messages.write_message``); the
-connection adds a 4-byte length (reported as framing).  A task computes and
-frames the messages of its workers in one compiled call and sends them in
-one write; the master reads a task's messages in one read and aggregates
-them in one compiled call, straight from its read buffer (``_transport``);
-and, on small models, the master sends a task the next epoch's command and
-the last broadcast in one write, so that each process wakes once per round:
-on small models, wake-ups and system calls, not bytes, are what a round
-costs.
+bytes ``messages.message_nbytes`` counts, in the layout of ``messages``; the
+connection adds a 4-byte length (reported as framing).  On wide models a
+round is memory-bound, so nothing is copied that need not be: a worker emits
+its message straight into its frame, the master aggregates from its read
+buffer into A, which lies in its broadcast frame, and every node steps from
+the broadcast message itself.  On small models, wake-ups and system calls,
+not bytes, are what a round costs: a task computes and frames the messages
+of its workers in one compiled call and sends them in one write; the master
+reads a task's messages in one read and aggregates them in one compiled call
+(``_transport``); and the master sends a task the next epoch's command and
+the last broadcast in one write, so that each process wakes once per round.
 
 The master's address is ``SKLEARN_DSPARSE_MASTER_ADDRESS`` (default
 127.0.0.1; set it to an address the cluster's workers can reach), and tasks
@@ -45,12 +49,11 @@ from numba import njit
 
 from .._layout import flat, kernel_view, n_outputs
 from ..accounting import count_message, count_round, new_counters
-from ..master import aggregate_message, master_step
+from ..master import aggregate_message, step_from_broadcast
 from ..messages import (BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES, copy_into,
-                        message_nbytes, read_header, read_message, write_header,
-                        write_message)
+                        message_nbytes, read_header, read_message, write_header)
 from ..solvers import GD, SAGA, init_saga_table
-from ..worker import worker_round
+from ..worker import emit_message, message_values, worker_estimate
 from ._transport import (FRAME_PREFIX_BYTES, LONG_FRAME_PREFIX_BYTES, FrameStream,
                          no_delay, prefix_bytes, write_prefix)
 from .base import Engine
@@ -100,22 +103,41 @@ def _hosted_rounds(first, last, rnd, u_blocks, u_rows, sender0, solver, loss_id,
     The in-process engine's loop over its workers, minus the aggregation;
     ``u_blocks[i]`` and ``u_rows[i]`` are hosted worker i's uniforms of the
     round, ``sender0 + i`` its id.  Writes one frame per message into the
-    uint8 array ``out`` and returns the bytes written.
+    uint8 array ``out``, each message emitted in place, and returns where the
+    frames start and end.  They start at byte 0 or 4, whichever puts the
+    values 8-aligned; the messages of a round all have as many ids, so one
+    offset aligns them all (else a message goes through ``values``).
     """
+    K = n_outputs(W)
     n_blocks = starts.shape[0] - 1
-    pos = 0
+    n_ids = 0 if sends_all or u_blocks.shape[1] == n_blocks else u_blocks.shape[1]
+    begin = 0 if (FRAME_PREFIX_BYTES + HEADER_BYTES + n_ids * BLOCK_ID_BYTES) % \
+        VALUE_BYTES == 0 else 4
+    pos = begin
     for i in range(first, last):
         s = shard_starts[i]
         e = shard_starts[i + 1]
-        n_sel, n_val = worker_round(
+        n_sel = worker_estimate(
             solver, loss_id, W, data, indices, indptr[s:e + 1], Y[s:e], c[s:e],
-            alpha[s:e], abar[i], h[i], l2, fit_intercept, use_control_variates,
-            scale, sends_all, u_blocks[i], u_rows[i], batch, starts, column_block,
-            selected, block_list, rows, seen, estimate, z, dz, values)
+            alpha[s:e], abar[i], l2, fit_intercept, sends_all, u_blocks[i],
+            u_rows[i], batch, starts, column_block, selected, block_list, rows,
+            seen, estimate, z, dz)
+        n_val = message_values(block_list, n_sel, starts, K)
         pos += write_prefix(out, pos, message_nbytes(n_sel, n_val, n_blocks))
-        pos += write_message(out[pos:], sender0 + i, rnd, block_list,
-                             0 if n_sel == n_blocks else n_sel, values, n_val)
-    return pos
+        pos += write_header(out[pos:], sender0 + i, rnd, block_list,
+                            0 if n_sel == n_blocks else n_sel)
+        frame_values = out[pos:pos + n_val * VALUE_BYTES]
+        if frame_values.ctypes.data % VALUE_BYTES == 0:
+            emit_message(estimate, h[i], use_control_variates, block_list, n_sel,
+                         starts, scale, frame_values.view(np.float64))
+        else:
+            emit_message(estimate, h[i], use_control_variates, block_list, n_sel,
+                         starts, scale, values)
+            copy_into(frame_values, values[:n_val].view(np.uint8))
+        for j in range(n_sel):
+            selected[block_list[j]] = False
+        pos += n_val * VALUE_BYTES
+    return begin, pos
 
 
 @njit(cache=True)
@@ -151,12 +173,17 @@ def _aggregate_frames(buf, spans, first, rnd, weights, A, touched, starts,
 
 
 @njit(cache=True)
-def _write_broadcast(A, touched, starts, rnd, ids, out):
-    """The round's broadcast, A on the touched blocks, framed into ``out``.
+def _write_broadcast(out, values_at, A, touched, starts, rnd, ids):
+    """Frame the round's broadcast, A on the touched blocks, in ``out``.
 
-    The frame starts at byte 12 or 16, whichever puts its values 8-aligned
-    (they are gathered in place), with room for a command frame before it.
-    Returns where the frame starts and ends, and its size without the prefix.
+    A is a view of ``out`` from byte ``values_at`` (8-aligned), so the
+    broadcast's values are A itself when every block was sent; otherwise
+    the touched blocks are moved down to follow each other, which wrecks A
+    (``step_from_broadcast`` takes the step from the message instead).  The
+    header goes right before the values, and a command frame fits before it.
+    Writes the blocks sent into ``ids``, in increasing order, and clears
+    ``touched``; returns where the frame starts and ends, its size without
+    the prefix, and the numbers of blocks and values sent.
     """
     K = n_outputs(A)
     a = flat(A)
@@ -164,39 +191,38 @@ def _write_broadcast(A, touched, starts, rnd, ids, out):
     n_sent = n_values = 0
     for b in range(n_blocks):
         if touched[b]:
+            touched[b] = False
             ids[n_sent] = b
             n_sent += 1
-            n_values += (starts[b + 1] - starts[b]) * K
+            lo = starts[b] * K
+            size = starts[b + 1] * K - lo
+            if lo != n_values:  # to a lower address: a forward copy is safe
+                copy_into(a[n_values:], a[lo:lo + size])
+            n_values += size
     n_ids = 0 if n_sent == n_blocks else n_sent
     size = message_nbytes(n_sent, n_values, n_blocks)
-    ahead = prefix_bytes(size) + HEADER_BYTES + n_ids * BLOCK_ID_BYTES
-    begin = 16 if ahead % VALUE_BYTES == 0 else 12
+    begin = values_at - HEADER_BYTES - n_ids * BLOCK_ID_BYTES - prefix_bytes(size)
     pos = begin + write_prefix(out, begin, size)
-    pos += write_header(out[pos:], 0, rnd, ids, n_ids)
-    sent = out[pos:pos + n_values * VALUE_BYTES].view(np.float64)
-    v = 0
-    for j in range(n_sent):
-        block = a[starts[ids[j]] * K:starts[ids[j] + 1] * K]
-        copy_into(sent[v:], block)
-        v += block.shape[0]
-    return begin, pos + n_values * VALUE_BYTES, size
+    write_header(out[pos:], 0, rnd, ids, n_ids)
+    return begin, values_at + n_values * VALUE_BYTES, size, n_sent, n_values
 
 
 @njit(cache=True)
-def _apply_broadcast(frame, rnd, W, hbar, A, touched, starts, all_blocks, ids,
-                     values, step, l1, fit_intercept, use_control_variates,
-                     cv_fraction):
+def _apply_broadcast(frame, rnd, W, hbar, starts, all_blocks, ids, values, step,
+                     l1, fit_intercept, use_control_variates, cv_fraction):
     """The master's step from its broadcast in ``frame``; False if the frame
     is not round ``rnd``'s broadcast."""
     if frame.shape[0] < HEADER_BYTES or read_header(frame)[2] != rnd:
         return False
-    block_ids, n_sel, sent = read_message(frame, starts, n_outputs(A), all_blocks,
+    block_ids, n_sel, sent = read_message(frame, starts, n_outputs(W), all_blocks,
                                           ids, values)
     if n_sel < 0:
         return False
-    aggregate_message(A, touched, block_ids, n_sel, starts, sent, 1.0)
-    master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
-                use_control_variates, cv_fraction)
+    for j in range(1, n_sel):
+        if block_ids[j] <= block_ids[j - 1]:
+            return False
+    step_from_broadcast(W, hbar, block_ids, n_sel, sent, starts, step, l1,
+                        fit_intercept, use_control_variates, cv_fraction)
     return True
 
 
@@ -214,15 +240,13 @@ class _WorkerGroup:
         p1, K = self.W.shape
         n_hosted = len(self.worker_ids)
         self.hbar = np.zeros((p1, K))
-        self.A = np.zeros((p1, K))
-        self.touched = np.zeros(self.n_blocks, dtype=np.bool_)
         self.all_blocks = np.arange(self.n_blocks, dtype=np.int32)
         saga = self.solver == SAGA
         self.alpha = np.zeros((self.Y.shape[0] if saga else 0, K))
         self.abar = np.zeros((n_hosted, p1 if saga else 0, K))
         self.h = np.zeros((n_hosted, p1 if self.use_control_variates else 0, K))
         # The replica and the workers' state as the kernels take them (_layout).
-        for name in ("W", "hbar", "A", "alpha", "abar", "h"):
+        for name in ("W", "hbar", "alpha", "abar", "h"):
             setattr(self, name, kernel_view(getattr(self, name)))
         if saga:
             for i in range(n_hosted):
@@ -253,11 +277,12 @@ class _WorkerGroup:
             np.empty(max(self.batch_size, 1), dtype=np.int64),
             np.zeros(max_rows, dtype=np.bool_), np.zeros_like(self.W), np.empty(K),
             np.empty(K), np.empty(max_message),
-            np.empty(self.workers_per_pack * _max_frame_bytes(n_sel_max, max_message),
+            np.empty(4 + self.workers_per_pack * _max_frame_bytes(n_sel_max,
+                                                                  max_message),
                      dtype=np.uint8))
         self.out = self.pack_args[-1]
         self.apply_args = (
-            self.W, self.hbar, self.A, self.touched, self.starts, self.all_blocks,
+            self.W, self.hbar, self.starts, self.all_blocks,
             np.empty(self.n_blocks, dtype=np.int32), np.empty(p1 * K), self.step,
             self.l1, self.fit_intercept, self.use_control_variates, self.cv_fraction)
 
@@ -291,9 +316,9 @@ class _WorkerGroup:
         first = 0
         while first < n_hosted:
             last = min(first + self.workers_per_pack, n_hosted)
-            n_bytes = _hosted_rounds(first, last, rnd, u_blocks, u_rows,
-                                     *self.pack_args)
-            stream.send(self.out[:n_bytes])
+            begin, end = _hosted_rounds(first, last, rnd, u_blocks, u_rows,
+                                        *self.pack_args)
+            stream.send(self.out[begin:end])
             first = last
 
     def apply_broadcast(self, buffer, span, rnd):
@@ -406,13 +431,16 @@ class JoblibEngine(Engine):
         p1, K = self._W.shape
         m = pb.partition.n_blocks
         self._hbar = np.zeros((p1, K))
-        self._A = np.zeros((p1, K))
         self._touched = np.zeros(m, dtype=np.bool_)
         self._all_blocks = np.arange(m, dtype=np.int32)
         self._ids = np.empty(m, dtype=np.int32)
         self._values = np.empty(p1 * K)  # a message's values, when misaligned
-        # The broadcast frame, with room for a command frame before it.
-        self._out = np.empty(16 + _max_frame_bytes(m, p1 * K), dtype=np.uint8)
+        # The broadcast frame: room for a command frame and the longest
+        # header, then A, 8-aligned, where the broadcast's values go.
+        self._values_at = -(-(COMMAND_FRAME_BYTES + _max_frame_bytes(m, 0)) // 8) * 8
+        self._out = np.empty(self._values_at + p1 * K * VALUE_BYTES, dtype=np.uint8)
+        self._A_flat = self._out[self._values_at:].view(np.float64)
+        self._A = self._A_flat.reshape(p1, K)
         self._broadcast_with_command = p1 * K <= MAX_DEFERRED_PARAMETERS
         X = pb.X
         for conn, group in zip(self._conns, groups):
@@ -508,19 +536,21 @@ class JoblibEngine(Engine):
 
     def _broadcast(self, rnd, defer):
         """Frame A on the blocks sent (the union) and send it, or keep it for
-        the next command; before the step, which clears A."""
-        begin, end, size = _write_broadcast(self._A, self._touched,
-                                            self.problem.partition.starts, rnd,
-                                            self._ids, self._out)
+        the next command.  Returns the numbers of blocks and values sent: the
+        broadcast is ``self._ids`` and ``self._A_flat`` up to them."""
+        begin, end, size, n_sent, n_values = _write_broadcast(
+            self._out, self._values_at, self._A, self._touched,
+            self.problem.partition.starts, rnd, self._ids)
         n_streams = len(self._streams)
         self.wire["downlink_payload_bytes"] += n_streams * size
         self.wire["downlink_framing_bytes"] += n_streams * (end - begin - size)
         if defer:
             self._pending_broadcast = begin, end
-            return
-        data = self._out[begin:end]
-        for stream in self._streams:
-            stream.send(data)
+        else:
+            data = self._out[begin:end]
+            for stream in self._streams:
+                stream.send(data)
+        return n_sent, n_values
 
     def run_epoch(self, n_rounds):
         pb = self.problem
@@ -532,12 +562,13 @@ class JoblibEngine(Engine):
                 for stream, first, n_hosted in zip(self._streams, self._first_hosted,
                                                    self._hosted):
                     self._receive_messages(stream, first, n_hosted, rnd)
-                self._broadcast(rnd, defer=self._broadcast_with_command
-                                and rnd == n_rounds - 1)
-                nb, nv = master_step(self._W, self._hbar, self._A, self._touched,
-                                     pb.partition.starts, pb.step_size, pb.penalty.l1,
-                                     pb.fit_intercept, pb.use_control_variates,
-                                     1.0 / pb.sparsifier.scale)
+                nb, nv = self._broadcast(rnd, defer=self._broadcast_with_command
+                                         and rnd == n_rounds - 1)
+                # The tasks' step, from the same message.
+                step_from_broadcast(self._W, self._hbar, self._ids, nb,
+                                    self._A_flat[:nv], pb.partition.starts,
+                                    pb.step_size, pb.penalty.l1, pb.fit_intercept,
+                                    pb.use_control_variates, 1.0 / pb.sparsifier.scale)
                 count_round(self._counters, n, nb, nv, m, self._W.size)
             self._in_epoch = False
         except (EOFError, OSError) as exc:
