@@ -92,7 +92,7 @@ def _mean_loss(loss_id, W, data, indices, indptr, Y, row_weights, fit_intercept)
     for r in range(Y.shape[0]):
         if row_weights[r] != 0.0:
             row_margin(W, data, indices, indptr, r, fit_intercept, z)
-            total += row_weights[r] * loss_value(loss_id, z, Y[r])
+            total += row_weights[r] * loss_value(loss_id, z, Y, r)
     return total
 
 

@@ -134,7 +134,7 @@ def run_lazy_rounds(solver, loss_id, W, abar, data, indices, indptr, Y, c, alpha
                         z[k] += w[j, k]
                     last[j] = now
                 dz = dZ[i, q]
-                loss_derivative(loss_id, z, Y[r], dz)
+                loss_derivative(loss_id, z, Y, r, dz)
                 if solver == SAGA:
                     swap_table_entry(table, r, dz)
             count_message(counters, n_blocks, p1 * K, n_blocks)

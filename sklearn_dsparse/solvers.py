@@ -29,7 +29,7 @@ GD, SGD, SAGA = 0, 1, 2
 SOLVERS = {"gd": GD, "sgd": SGD, "saga": SAGA}
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def row_margin(W, data, indices, indptr, r, fit_intercept, z):
     """z = x_r W (+ intercept row)."""
     K = n_outputs(W)
@@ -67,7 +67,7 @@ def init_saga_table(loss_id, W, data, indices, indptr, Y, c, fit_intercept,
     abar[:, :] = 0.0
     for r in range(n_rows):
         row_margin(W, data, indices, indptr, r, fit_intercept, z)
-        loss_derivative(loss_id, z, Y[r], dz)
+        loss_derivative(loss_id, z, Y, r, dz)
         a = c[r] / n_rows
         for k in range(K):
             alpha[r, k] = dz[k]
@@ -121,7 +121,7 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
     for i in range(n_used):
         r = i if solver == GD else rows[i]
         row_margin(W, data, indices, indptr, r, fit_intercept, z)
-        loss_derivative(loss_id, z, Y[r], dz)
+        loss_derivative(loss_id, z, Y, r, dz)
         if solver == SAGA:
             swap_table_entry(alpha, r, dz)
         g = c[r] * inv_used

@@ -11,6 +11,12 @@ from sklearn_dsparse.losses import (LOGISTIC, MULTINOMIAL, SQUARED, loss_derivat
 
 
 def samples(loss, rng, n=20):
+    """Margins z of one row and the targets Y whose row 0 is that row's."""
+    for z, y in _rows(loss, rng, n):
+        yield z, y[np.newaxis]
+
+
+def _rows(loss, rng, n):
     for _ in range(n):
         if loss is LOGISTIC:
             yield rng.normal(scale=3, size=1), rng.randint(0, 2, size=1).astype(float)
@@ -25,8 +31,8 @@ def test_derivative_matches_finite_differences(loss):
     rng = np.random.RandomState(0)
     for z, y in samples(loss, rng):
         out = np.empty_like(z)
-        loss_derivative(loss.id, z, y, out)
-        numeric = approx_fprime(z, lambda v: loss_value(loss.id, v, y), 1e-7)
+        loss_derivative(loss.id, z, y, 0, out)
+        numeric = approx_fprime(z, lambda v: loss_value(loss.id, v, y, 0), 1e-7)
         np.testing.assert_allclose(out, numeric, rtol=1e-5, atol=1e-6)
 
 
@@ -38,7 +44,7 @@ def test_curvature_bounds_the_hessian(loss):
         z = z / 3  # near zero, where the logistic curvature peaks
         def grad(v):
             out = np.empty_like(v)
-            loss_derivative(loss.id, v, y, out)
+            loss_derivative(loss.id, v, y, 0, out)
             return out
         hessian = np.array([approx_fprime(z, lambda v: grad(v)[k], 1e-6)
                             for k in range(z.size)])
@@ -51,13 +57,13 @@ def test_losses_are_finite_for_large_margins():
     for t in (-800.0, 800.0):
         z = np.array([t])
         for y in (0.0, 1.0):
-            assert np.isfinite(loss_value(LOGISTIC.id, z, np.array([y])))
+            assert np.isfinite(loss_value(LOGISTIC.id, z, np.array([y]), 0))
             out = np.empty(1)
-            loss_derivative(LOGISTIC.id, z, np.array([y]), out)
+            loss_derivative(LOGISTIC.id, z, np.array([y]), 0, out)
             assert -1 <= out[0] <= 1
     z = np.array([900.0, -900.0, 0.0])
-    assert np.isfinite(loss_value(MULTINOMIAL.id, z, np.eye(3)[1]))
-    assert loss_value(LOGISTIC.id, np.array([800.0]), np.array([1.0])) == 0.0
+    assert np.isfinite(loss_value(MULTINOMIAL.id, z, np.eye(3)[1:2], 0))
+    assert loss_value(LOGISTIC.id, np.array([800.0]), np.array([1.0]), 0) == 0.0
 
 
 def test_losses_pickle_to_themselves():

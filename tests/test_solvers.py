@@ -21,7 +21,7 @@ def derivatives(loss, Xa, W, Y):
     Z = Xa @ W
     out = np.empty_like(Z)
     for r in range(Z.shape[0]):
-        loss_derivative(loss.id, Z[r], Y[r], out[r])
+        loss_derivative(loss.id, Z[r], Y, r, out[r])
     return out
 
 
