@@ -112,6 +112,29 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
             for i in range(n_pen, hi - lo):
                 est_b[i] = 0.0
 
+    # One copy of the row loop per solver, each without the others' tests.
+    if solver == GD:
+        _add_rows(GD, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
+                  fit_intercept, rows, selected, n_selected, starts, column_block,
+                  out, z, dz)
+    elif solver == SGD:
+        _add_rows(SGD, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
+                  fit_intercept, rows, selected, n_selected, starts, column_block,
+                  out, z, dz)
+    else:
+        _add_rows(SAGA, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
+                  fit_intercept, rows, selected, n_selected, starts, column_block,
+                  out, z, dz)
+
+
+@njit(cache=True, inline="always")
+def _add_rows(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
+              fit_intercept, rows, selected, n_selected, starts, column_block, out,
+              z, dz):
+    """The rows' part of ``local_estimate``; inlined where ``solver`` is a
+    constant, so that the compiler drops the other solvers' branches."""
+    K = n_outputs(W)
+    p1 = W.shape[0]
     n_shard = Y.shape[0]
     n_used = n_shard if solver == GD else rows.shape[0]
     inv_used = 1.0 / n_used
