@@ -9,8 +9,9 @@ Wire layout, which every engine counts the same way:
 - the values of those blocks, concatenated, in the model's dtype (float64, in
   the machine's byte order: the nodes of a fit share one architecture).
 
-``write_message`` and ``read_message`` are that layout in compiled code: a real
-engine moves each message as one frame of exactly these bytes.
+``write_header`` (with ``write_message``, for values already packed) and
+``read_message`` are that layout in compiled code: a real engine moves each
+message as one frame of exactly these bytes.
 """
 
 from dataclasses import dataclass

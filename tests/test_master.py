@@ -21,13 +21,19 @@ from sklearn_dsparse.engines.joblib import (COMMAND_FRAME_BYTES, _apply_broadcas
 from sklearn_dsparse.master import master_step
 from sklearn_dsparse.messages import HEADER_BYTES, read_header
 
-N_COLUMNS, N_BLOCKS = 23, 6  # unequal blocks: sizes 4 and 3
+N_COLUMNS, N_BLOCKS = 23, 6
+PARTITIONS = {
+    "library": BlockPartition(N_COLUMNS, N_BLOCKS).starts,  # sizes 4 and 3
+    # A small block before larger ones: moving the blocks together overlaps.
+    "overlapping": np.array([0, 1, 6, 8, 15, 16, 23]),
+}
 
 
 def unions(rng):
     """Sets of blocks sent in a round: never empty, every worker sends one."""
     yield np.ones(N_BLOCKS, dtype=bool)
     yield np.arange(N_BLOCKS) % 2 == 1  # the first block missing
+    yield np.arange(N_BLOCKS) != 2
     yield np.arange(N_BLOCKS) == N_BLOCKS - 1
     for _ in range(5):
         yield (rng.random(N_BLOCKS) < 0.5) | (np.arange(N_BLOCKS) == 2)
@@ -36,10 +42,12 @@ def unions(rng):
 @pytest.mark.parametrize("n_outputs, control_variates, l1, fit_intercept",
                          list(itertools.product([1, 3], [True, False], [0.0, 0.3],
                                                 [True, False])))
-def test_step_from_the_broadcast_is_the_step_from_A(n_outputs, control_variates, l1,
+@pytest.mark.parametrize("partition", PARTITIONS)
+def test_step_from_the_broadcast_is_the_step_from_A(partition, n_outputs,
+                                                    control_variates, l1,
                                                     fit_intercept):
     rng = np.random.default_rng(n_outputs)
-    starts = BlockPartition(N_COLUMNS, N_BLOCKS).starts
+    starts = PARTITIONS[partition]
     shape = (N_COLUMNS,) if n_outputs == 1 else (N_COLUMNS, n_outputs)
     size = N_COLUMNS * n_outputs
     all_blocks = np.arange(N_BLOCKS, dtype=np.int32)

@@ -2,8 +2,9 @@
 
 An engine hosts the n logical workers of a fit and moves their messages to
 the master and the master's broadcast back.  It does no mathematics of its
-own: every node runs ``worker.worker_round`` and ``master.master_step``, so
-engines differ only in where those run and how the bytes travel.
+own: every node runs ``worker.worker_round`` and ``master.master_step`` (or
+their halves, and the same step read from the broadcast message), so engines
+differ only in where those run and how the bytes travel.
 
 Lifecycle: ``start(problem, coef, seed_sequences)`` hands each worker its shard,
 its random stream and the starting point; ``run_epoch(n_rounds)`` runs that many

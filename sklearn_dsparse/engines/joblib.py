@@ -103,10 +103,11 @@ def _hosted_rounds(first, last, rnd, u_blocks, u_rows, sender0, solver, loss_id,
     The in-process engine's loop over its workers, minus the aggregation;
     ``u_blocks[i]`` and ``u_rows[i]`` are hosted worker i's uniforms of the
     round, ``sender0 + i`` its id.  Writes one frame per message into the
-    uint8 array ``out``, each message emitted in place, and returns where the
-    frames start and end.  They start at byte 0 or 4, whichever puts the
-    values 8-aligned; the messages of a round all have as many ids, so one
-    offset aligns them all (else a message goes through ``values``).
+    uint8 array ``out`` (8-aligned) and returns where the frames start and
+    end.  They start at byte 0 or 4, whichever puts the first message's values
+    8-aligned, and a message is emitted in place where its values are aligned:
+    every message when they carry an odd number of ids, every other one when
+    even (the others go through ``values``).  Wide models pack one message.
     """
     K = n_outputs(W)
     n_blocks = starts.shape[0] - 1
