@@ -24,12 +24,10 @@ per round on both sides, in Python and system calls, on two shared cores.
 import statistics
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_round_time as bench  # noqa: E402
+import bench_round_time as bench  # beside this script, so on sys.path when run
 
 REPEATS = 5
 EPOCHS = 300
