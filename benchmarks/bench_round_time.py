@@ -41,8 +41,9 @@ What is measured
    5 warm-up rounds, over >= 1 s (at least 20 and at most 3000 rounds).
    "bare" moves each frame with one ``send_bytes`` / ``recv_bytes`` (the
    issue's reference round); "stream" moves the same frames the way the engine
-   does (``engines._transport.FrameStream``: all the frames of a client's
-   round in one write; reads take whatever has arrived), the like-for-like
+   does (``engines._transport.write_all`` and ``next_frame``, compiled: all
+   the frames of a client's round in one write; reads take whatever has
+   arrived, called once per frame from Python here), the like-for-like
    floor of the engine's transport.  (The engine also sends each task a
    12-byte epoch command, in the broadcast's write, that the ping does not
    need.)  The column "bare Nagle" repeats the plain ping with TCP_NODELAY on
@@ -77,7 +78,7 @@ from pathlib import Path
 import numpy as np
 
 from sklearn_dsparse._testing import datasets_dir as shared_datasets_dir
-from sklearn_dsparse.engines._transport import FrameStream, no_delay
+from sklearn_dsparse.engines._transport import check, next_frame, no_delay, write_all
 
 COMMAND = "python benchmarks/bench_round_time.py"
 SIZES = (100, 100_000, 1_000_000)
@@ -206,20 +207,26 @@ def _framed(payload, copies=1):
     return (len(payload).to_bytes(4, "big") + payload) * copies
 
 
-def _ping_client(address, key, hosted, up, nodelay, stream):
+def _read_buffer(frame_bytes):
+    """A read buffer for ``next_frame``: a frame, its prefix and 64 KiB ahead."""
+    return np.empty(16 + frame_bytes + (1 << 16), dtype=np.uint8)
+
+
+def _ping_client(address, key, hosted, up, down, nodelay, stream):
     from multiprocessing.connection import Client
     conn = Client(address, authkey=key)
     if nodelay:
         no_delay(conn)
     message = bytes(up)
-    burst = _framed(message, hosted)
-    frames = FrameStream(conn) if stream else None
+    burst = np.frombuffer(_framed(message, hosted), dtype=np.uint8)
+    fd, buffer, bounds = conn.fileno(), _read_buffer(down), np.zeros(2, dtype=np.int64)
     try:
         while True:
             if stream:
-                frames.send(burst)
-                buffer, spans = frames.frames(1)
-                stop = buffer[spans[0, 0]]
+                check(write_all(fd, burst))
+                status, offset, _ = next_frame(fd, buffer, bounds, True)
+                check(status)
+                stop = buffer[offset]
             else:
                 for _ in range(hosted):
                     conn.send_bytes(message)
@@ -235,9 +242,9 @@ def bare_ping(d, n, client_nodelay=True, stream=False, min_seconds=1.0,
     """Median round time of the bare ping, and bytes moved per round.
 
     Every message is one frame, as the engine sends it.  ``stream``: move the
-    frames as the engine does (``FrameStream``: a task's frames in one write,
-    reads take whatever has arrived) rather than one ``send_bytes`` /
-    ``recv_bytes`` per frame."""
+    frames with the engine's compiled reads and writes (``_transport``: a
+    task's frames in one write, reads take whatever has arrived) rather than
+    one ``send_bytes`` / ``recv_bytes`` per frame."""
     import multiprocessing as mp
     from multiprocessing.connection import Listener
     up, down = ping_sizes(d, n)
@@ -247,7 +254,7 @@ def bare_ping(d, n, client_nodelay=True, stream=False, min_seconds=1.0,
     ctx = mp.get_context("spawn")
     with Listener(("127.0.0.1", 0), authkey=key, backlog=n_procs) as listener:
         procs = [ctx.Process(target=_ping_client, daemon=True,
-                             args=(listener.address, key, h, up, client_nodelay,
+                             args=(listener.address, key, h, up, down, client_nodelay,
                                    stream))
                  for h in hosted]
         for p in procs:
@@ -257,18 +264,21 @@ def bare_ping(d, n, client_nodelay=True, stream=False, min_seconds=1.0,
             conn = listener.accept()
             no_delay(conn)
             conns.append(conn)
-        streams = [FrameStream(conn) for conn in conns] if stream else None
+        buffers = [_read_buffer(up) for _ in conns]
+        bounds = np.zeros((len(conns), 2), dtype=np.int64)
         # Clients may connect in any order; any order serves (they host the
         # same numbers of workers up to one).
         go, stop = bytes(down), b"\x01" + bytes(down - 1)
-        go_framed, stop_framed = _framed(go), _framed(stop)
+        go_framed, stop_framed = (np.frombuffer(_framed(b), dtype=np.uint8)
+                                  for b in (go, stop))
         stamps = []
         t_end = None
         rnd = 0
         while True:
             for i, (conn, h) in enumerate(zip(conns, hosted)):
                 if stream:
-                    streams[i].frames(h)
+                    for _ in range(h):
+                        check(next_frame(conn.fileno(), buffers[i], bounds[i], True)[0])
                 else:
                     for _ in range(h):
                         conn.recv_bytes()
@@ -281,7 +291,7 @@ def bare_ping(d, n, client_nodelay=True, stream=False, min_seconds=1.0,
                      and rnd >= min_rounds + warmup))
             for i, conn in enumerate(conns):
                 if stream:
-                    streams[i].send(stop_framed if last else go_framed)
+                    check(write_all(conn.fileno(), stop_framed if last else go_framed))
                 else:
                     conn.send_bytes(stop if last else go)
             stamps.append(now)

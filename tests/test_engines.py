@@ -5,6 +5,7 @@ Also the joblib engine's wire accounting and its behaviour under faults.
 
 import os
 import signal
+import threading
 import time
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
@@ -224,6 +225,55 @@ def test_keyboard_interrupt_stops_the_workers(monkeypatch):
         Client(engine.master_address, authkey=b"x")
 
 
+def test_ctrl_c_during_the_rounds_stops_the_fit_and_the_workers(monkeypatch):
+    # A real SIGINT, while the master waits for messages inside its compiled
+    # rounds (epochs of 150 saga rounds of one row: the driver spends almost
+    # all its time there): the read gives way, Python raises KeyboardInterrupt.
+    X, y = data("classifier", "sparse")
+    main = threading.get_ident()
+
+    def ctrl_c_soon(engine):
+        threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT)).start()
+
+    seen = interrupting(monkeypatch, ctrl_c_soon)
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        fit("classifier", X, y, n_workers=4, n_jobs=2, solver="saga", batch_size=1,
+            max_iter=100_000)
+    assert time.monotonic() - start < 60
+    engine = seen["engine"]
+    assert seen["epochs"] > 2  # it was interrupted in the rounds, not at start
+    assert not engine._thread.is_alive()
+    with pytest.raises(OSError):
+        Client(engine.master_address, authkey=b"x")
+
+
+def test_a_message_the_master_does_not_expect_fails_the_fit_clearly(monkeypatch):
+    # Tasks that send worker 7's message of round 3 first (as a task of
+    # another version might); threads, so that the patch reaches them.
+    from sklearn_dsparse.engines import joblib as engine_module
+    from sklearn_dsparse.engines._transport import (next_frame, write_all,
+                                                    write_prefix)
+    from sklearn_dsparse.messages import write_header
+
+    def run(group, fd):
+        frame = np.zeros(4 + 16, dtype=np.uint8)
+        write_prefix(frame, 0, 16)
+        write_header(frame[4:], 7, 3, np.empty(0, dtype=np.int32), 0)
+        write_all(fd, frame)
+        buffer, bounds = np.empty(1 << 16, dtype=np.uint8), np.zeros(2, dtype=np.int64)
+        while next_frame(fd, buffer, bounds, True)[0] == 0:
+            pass  # until the master closes the connection
+
+    monkeypatch.setattr(engine_module._WorkerGroup, "run", run)
+    X, y = data("classifier", "sparse")
+    with parallel_config(backend="threading"):
+        with pytest.raises(WorkerProcessError,
+                           match="expected the message of worker 0 in round 0, got "
+                                 "16 bytes from worker 7 for round 3"):
+            fit("classifier", X, y, n_workers=4, n_jobs=2)
+
+
 def test_client_without_the_key_is_refused(monkeypatch):
     X, y = data("classifier", "sparse")
     refused = []
@@ -265,3 +315,10 @@ def test_worker_processes_do_not_import_scikit_learn():
     code = ("import sys, sklearn_dsparse.engines.joblib; "
             "sys.exit(any(m.split('.')[0] == 'sklearn' for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_worker_processes_need_a_posix_system(monkeypatch):
+    monkeypatch.setattr(os, "name", "nt")
+    X, y = data("classifier", "sparse")
+    with pytest.raises(NotImplementedError, match="POSIX.*n_jobs=None"):
+        fit("classifier", X, y, n_workers=4, n_jobs=2)

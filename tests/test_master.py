@@ -15,7 +15,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from sklearn_dsparse.blocks import BlockPartition
-from sklearn_dsparse.engines._transport import frame_spans
+from sklearn_dsparse.engines._transport import frame_at
 from sklearn_dsparse.engines.joblib import (COMMAND_FRAME_BYTES, _apply_broadcast,
                                             _max_frame_bytes, _write_broadcast)
 from sklearn_dsparse.master import master_step
@@ -72,9 +72,8 @@ def test_step_from_the_broadcast_is_the_step_from_A(partition, n_outputs,
         # It starts where a command frame still fits before it.
         assert begin >= COMMAND_FRAME_BYTES
 
-        spans = np.empty((1, 2), dtype=np.int64)
-        assert frame_spans(out, begin, end, 1, spans) == (1, 0)
-        offset, length = spans[0]
+        offset, length, need = frame_at(out, begin, end)
+        assert need == 0
         assert (length, offset + length) == (payload, end)
         frame = out[offset:end]
         assert read_header(frame)[2] == rnd

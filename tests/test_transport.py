@@ -1,22 +1,26 @@
-"""The rounds' frames are the standard library's: a FrameStream and a
-``multiprocessing.connection.Connection`` understand each other, byte for byte.
+"""The rounds' frames are the standard library's, read and written by compiled
+code: ``write_all`` / ``next_frame`` and a ``multiprocessing.connection``
+``Connection`` understand each other byte for byte, and the reads survive
+partial frames, closed connections and signals.
 """
 
+import signal
 import struct
 import threading
+import time
 from multiprocessing.connection import Pipe
 
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from sklearn_dsparse.engines._transport import (READ_BUFFER_BYTES, FrameStream,
-                                                frame_spans, prefix_bytes,
-                                                write_prefix)
+from sklearn_dsparse.engines._transport import (CLOSED, EINTR, OK, TOO_LARGE, check,
+                                                frame_at, next_frame, prefix_bytes,
+                                                write_all, write_prefix)
 
 # Frame sizes around the edges: empty, tiny, not a multiple of 4 or 8, and
-# larger than a stream's first read buffer (which must then grow).
-SIZES = [0, 1, 8, 13, 4096, 3 * READ_BUFFER_BYTES + 5]
+# larger than a socket's buffer (written while the other end reads).
+SIZES = [0, 1, 8, 13, 4096, 3 * 65536 + 5]
 
 
 def _payloads(sizes, seed=0):
@@ -36,23 +40,26 @@ def _framed(payloads):
 
 
 def _in_thread(target):
-    # A socketpair holds a few hundred KiB: the large frames need a reader
-    # running while they are written.
     thread = threading.Thread(target=target)
     thread.start()
     return thread
 
 
-def test_frames_written_by_a_stream_are_read_by_recv_bytes():
+def _reader(conn, size=1 << 20):
+    """A stream's state: the connection's descriptor, a buffer and its bounds."""
+    return conn.fileno(), np.empty(size, dtype=np.uint8), np.zeros(2, dtype=np.int64)
+
+
+def test_frames_written_by_write_all_are_read_by_recv_bytes():
     a, b = Pipe()
     payloads = _payloads(SIZES)
-    writer = _in_thread(lambda: FrameStream(a).send(_framed(payloads)))
+    writer = _in_thread(lambda: write_all(a.fileno(), _framed(payloads)))
     received = [b.recv_bytes() for _ in payloads]
     writer.join()
     assert received == [p.tobytes() for p in payloads]
 
 
-def test_a_stream_finds_the_frames_of_send_bytes_in_one_read():
+def test_next_frame_reads_the_frames_of_send_bytes():
     a, b = Pipe()
     payloads = _payloads(SIZES + SIZES[::-1], seed=1)
 
@@ -61,28 +68,39 @@ def test_a_stream_finds_the_frames_of_send_bytes_in_one_read():
             a.send_bytes(p)
 
     writer = _in_thread(write)
-    stream = FrameStream(b)
+    fd, buffer, bounds = _reader(b)
     got = []
-    for k in (1, 2, len(payloads) - 3):  # bursts of several frames
-        buffer, spans = stream.frames(k)
-        got += [buffer[o:o + n].tobytes() for o, n in spans]
+    for _ in payloads:
+        status, offset, size = next_frame(fd, buffer, bounds, True)
+        assert status == OK
+        got.append(buffer[offset:offset + size].tobytes())
     writer.join()
     assert got == [p.tobytes() for p in payloads]
-    assert stream.buffer.size >= SIZES[-1]  # it grew to hold the largest
 
 
-def test_a_large_frame_body_is_8_aligned_in_the_read_buffer():
-    # So that a large message's values are read in place (messages.read_message).
+def test_a_frame_that_is_moved_has_its_body_8_aligned():
+    # So that a large message's values are used where they lie
+    # (messages.read_message).  The buffer holds the large frame only if what
+    # came before it is moved out of the way.
     a, b = Pipe()
-    payload = _payloads([2 * READ_BUFFER_BYTES])[0]
+    payload = _payloads([60_000])[0]
     writer = _in_thread(lambda: (a.send_bytes(b"xyz"), a.send_bytes(payload)))
-    stream = FrameStream(b)
-    stream.frames(1)
-    buffer, spans = stream.frames(1)
+    fd, buffer, bounds = _reader(b, size=4 + 4 + payload.size)
+    assert next_frame(fd, buffer, bounds, True)[0] == OK
+    status, offset, size = next_frame(fd, buffer, bounds, True)
     writer.join()
-    offset, size = spans[0]
+    assert status == OK
     assert_array_equal(buffer[offset:offset + size], payload)
     assert (buffer.ctypes.data + offset) % 8 == 0
+
+
+def test_a_frame_larger_than_the_buffer_is_refused():
+    a, b = Pipe()
+    a.send_bytes(bytes(100))
+    fd, buffer, bounds = _reader(b, size=64)
+    assert next_frame(fd, buffer, bounds, True)[0] == TOO_LARGE
+    with pytest.raises(OSError, match="larger than the read buffer"):
+        check(TOO_LARGE)
 
 
 def test_long_frame_prefix_is_the_standard_librarys():
@@ -94,24 +112,65 @@ def test_long_frame_prefix_is_the_standard_librarys():
         assert n == prefix_bytes(size) == len(expected)
         assert out[:n].tobytes() == expected
         # a reader that has only the prefix knows how much it still needs
-        spans = np.empty((1, 2), dtype=np.int64)
-        assert frame_spans(out, 0, n, 1, spans) == (0, n + size)
+        assert frame_at(out, 0, n) == (-1, -1, n + size)
 
 
 def test_partial_frames_are_not_returned():
     buffer = _framed(_payloads([10, 20]))
-    spans = np.empty((2, 2), dtype=np.int64)
     for end in range(buffer.size):
-        complete, need = frame_spans(buffer, 0, end, 2, spans)
-        assert complete == (0 if end < 14 else 1)
-        assert need > end
-    assert frame_spans(buffer, 0, buffer.size, 2, spans) == (2, 0)
-    assert spans.tolist() == [[4, 10], [18, 20]]
+        offset, size, need = frame_at(buffer, 0, end)
+        if end < 14:
+            assert (offset, size) == (-1, -1) and need > end
+        else:
+            assert (offset, size, need) == (4, 10, 0)
+    assert frame_at(buffer, 14, buffer.size) == (18, 20, 0)
 
 
 def test_a_closed_connection_ends_the_read():
     a, b = Pipe()
-    a.send_bytes(b"0123")  # half of what the reader waits for
+    a.send_bytes(b"0123")
     a.close()
+    fd, buffer, bounds = _reader(b)
+    assert next_frame(fd, buffer, bounds, True)[0] == OK
+    assert next_frame(fd, buffer, bounds, True)[0] == CLOSED
     with pytest.raises(EOFError):
-        FrameStream(b).frames(2)
+        check(CLOSED)
+
+
+def _signal_soon(then=None):
+    """Send this (main) thread SIGUSR1 in 0.2 s, then call ``then``."""
+    main = threading.get_ident()
+
+    def signal_then():
+        time.sleep(0.2)
+        signal.pthread_kill(main, signal.SIGUSR1)
+        if then is not None:
+            time.sleep(0.2)
+            then()
+
+    return _in_thread(signal_then)
+
+
+@pytest.fixture
+def sigusr1_handled():
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda *args: received.append(True))
+    yield received
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_signal_interrupts_a_read_only_when_asked(sigusr1_handled):
+    # The master's reads return EINTR so that Python runs the handler (Ctrl-C:
+    # KeyboardInterrupt); a task's reads go on.
+    a, b = Pipe()
+    fd, buffer, bounds = _reader(b)
+    thread = _signal_soon()
+    assert next_frame(fd, buffer, bounds, False)[0] == EINTR
+    thread.join()
+
+    thread = _signal_soon(then=lambda: a.send_bytes(b"after the signal"))
+    status, offset, size = next_frame(fd, buffer, bounds, True)
+    thread.join()
+    assert status == OK
+    assert buffer[offset:offset + size].tobytes() == b"after the signal"
+    assert sigusr1_handled == [True, True]

@@ -1,31 +1,86 @@
 """The connections of a fit: authenticated, framed as the standard library
-frames them, read and written a burst at a time.
+frames them, read and written by compiled code.
 
 A fit's master listens with ``multiprocessing.connection.Listener`` (a fresh
 random key per fit) and every task connects with ``Client``; both ends set
 TCP_NODELAY.  After the handshake and the task's pickled specification, the
 rounds' traffic uses the same framing as ``Connection.send_bytes``: a 4-byte
 big-endian length (or -1 and an 8-byte length for 2 GiB and more), then the
-frame.  ``FrameStream`` moves these frames without a Python call per frame:
-a writer lays a burst of frames out in one buffer (``write_prefix``) and
-sends it with one system call; a reader takes whatever has arrived in one
-read and finds the frames in it (``frame_spans``), so compiled code can decode
-them in place.  On small models a round costs wake-ups and system calls, not
-bytes: each process then wakes and reads once per round.
+frame.
+
+On small models a round costs wake-ups and system calls, not bytes, and a
+numba dispatch from Python costs microseconds (about as much as a round's
+arithmetic at 100 parameters).  So the rounds themselves run in compiled
+code, system calls included: ``next_frame`` and ``write_all`` call the C
+library's ``read`` and ``write`` on the connection's descriptor, declared by
+name (so that the functions that use them stay cacheable), and leave Python
+only when an epoch ends or something goes wrong.
+
+A stream's state is its read buffer and ``bounds = [start, end]``: the bytes
+read and not consumed yet.  The status of a call is 0, ``CLOSED`` (the peer
+closed the connection), ``TOO_LARGE`` (a frame larger than the buffer), or
+the ``errno`` of a failed system call (``EINTR``: a signal arrived, so that
+Python can run its handler).
 """
 
+import errno
 import os
 import socket
+import sys
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 #: Bytes the connection adds to a frame of less than 2 GiB.
 FRAME_PREFIX_BYTES = 4
 LONG_FRAME_PREFIX_BYTES = 12
 _LONG_FRAME = 0x7FFFFFFF
-#: A stream's read buffer starts at this size and grows to hold a burst.
-READ_BUFFER_BYTES = 1 << 16
+
+OK = 0
+CLOSED = -1
+TOO_LARGE = -2
+EINTR = errno.EINTR
+
+# Where the C library keeps errno for the calling thread.
+_ERRNO_LOCATION = "__error" if sys.platform.startswith(("darwin", "freebsd")) else \
+    "__errno_location"
+
+
+def _system_call(name):
+    """The C library's ``ssize_t name(int fd, void *buf, size_t count)``."""
+
+    @intrinsic
+    def call(typingctx, fd, address, count):
+        def codegen(context, builder, signature, args):
+            size_t = context.get_value_type(types.intp)
+            fnty = ir.FunctionType(size_t, [ir.IntType(32), ir.IntType(8).as_pointer(),
+                                            size_t])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+            fd_, address_, count_ = args
+            return builder.call(fn, [builder.trunc(fd_, ir.IntType(32)),
+                                     builder.inttoptr(address_, ir.IntType(8).as_pointer()),
+                                     count_])
+
+        return types.intp(types.intp, types.uintp, types.intp), codegen
+
+    return call
+
+
+_read = _system_call("read")
+_write = _system_call("write")
+
+
+@intrinsic
+def _errno(typingctx):
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32).as_pointer(), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _ERRNO_LOCATION)
+        return builder.sext(builder.load(builder.call(fn, [])), ir.IntType(64))
+
+    return types.int64(), codegen
 
 
 def no_delay(conn):
@@ -37,6 +92,24 @@ def no_delay(conn):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     finally:
         sock.close()
+
+
+def describe(status):
+    """What the status of ``next_frame`` or ``write_all`` means, in words."""
+    if status == CLOSED:
+        return "the connection was closed"
+    if status == TOO_LARGE:
+        return ("a frame larger than the read buffer arrived: the other end runs "
+                "another version of sklearn-dsparse?")
+    return os.strerror(status)
+
+
+def check(status):
+    """Raise what a failed ``next_frame`` or ``write_all`` means."""
+    if status == CLOSED:
+        raise EOFError(describe(status))
+    if status != OK:
+        raise OSError(status, describe(status))
 
 
 @njit(cache=True)
@@ -70,87 +143,72 @@ def _big_endian(buf, pos, n_bytes):
 
 
 @njit(cache=True)
-def frame_spans(buf, start, end, n_frames, spans):
-    """Find the next ``n_frames`` frames in ``buf[start:end]``.
+def frame_at(buf, start, end):
+    """The frame at ``buf[start:end]``: ``(offset, size, 0)`` of its body when
+    it is complete, else ``(-1, -1, need)`` with ``need`` the bytes from
+    ``start`` it takes at least."""
+    if end - start < FRAME_PREFIX_BYTES:
+        return -1, -1, FRAME_PREFIX_BYTES
+    size = _big_endian(buf, start, 4)
+    prefix = FRAME_PREFIX_BYTES
+    if size == 0xFFFFFFFF:  # -1: the length follows as 8 bytes
+        if end - start < LONG_FRAME_PREFIX_BYTES:
+            return -1, -1, LONG_FRAME_PREFIX_BYTES
+        size = _big_endian(buf, start + 4, 8)
+        prefix = LONG_FRAME_PREFIX_BYTES
+    if end - start < prefix + size:
+        return -1, -1, prefix + size
+    return start + prefix, size, 0
 
-    Writes the offset and size of each complete one into ``spans`` and returns
-    how many are complete, and the bytes from ``start`` that the first
-    incomplete one needs (at least; 0 when all are complete).
+
+@njit(cache=True, nogil=True)
+def next_frame(fd, buf, bounds, retry_interrupted):
+    """Read until the next frame is in ``buf``; consume it.
+
+    Returns ``(status, offset, size)``: the frame is ``buf[offset:offset +
+    size]``, valid until the next call.  A signal (EINTR) is retried, or
+    returned when ``retry_interrupted`` is False; nothing is lost either way.
+    An empty buffer reads from byte 4 on, and a frame that must be moved to
+    fit is moved there: its body (after a 4-byte prefix) then starts 8-aligned,
+    so that a large message's values are used where they lie.
     """
-    pos = start
-    for j in range(n_frames):
-        if end - pos < FRAME_PREFIX_BYTES:
-            return j, pos + FRAME_PREFIX_BYTES - start
-        size = _big_endian(buf, pos, 4)
-        prefix = FRAME_PREFIX_BYTES
-        if size == 0xFFFFFFFF:  # -1: the length follows as 8 bytes
-            if end - pos < LONG_FRAME_PREFIX_BYTES:
-                return j, pos + LONG_FRAME_PREFIX_BYTES - start
-            size = _big_endian(buf, pos + 4, 8)
-            prefix = LONG_FRAME_PREFIX_BYTES
-        if end - pos < prefix + size:
-            return j, pos + prefix + size - start
-        spans[j, 0] = pos + prefix
-        spans[j, 1] = size
-        pos += prefix + size
-    return n_frames, 0
+    start = bounds[0]
+    end = bounds[1]
+    while True:
+        offset, size, need = frame_at(buf, start, end)
+        if need == 0:
+            bounds[0] = offset + size
+            return OK, offset, size
+        if start == end:
+            start = end = bounds[0] = bounds[1] = 4
+        if start + need > buf.shape[0]:
+            if 4 + need > buf.shape[0]:
+                return TOO_LARGE, 0, 0
+            for i in range(end - start):  # to a lower address: forward is safe
+                buf[4 + i] = buf[start + i]
+            end = bounds[1] = 4 + end - start
+            start = bounds[0] = 4
+        n = _read(fd, buf.ctypes.data + end, buf.shape[0] - end)
+        if n > 0:
+            end = bounds[1] = end + n
+        elif n == 0:
+            return CLOSED, 0, 0
+        else:
+            err = _errno()
+            if err != EINTR or not retry_interrupted:
+                return err, 0, 0
 
 
-class FrameStream:
-    """The rounds' frames on one connection.
-
-    ``send`` writes a buffer of already framed bytes; ``frames(k)`` returns
-    the read buffer and the spans of the next k frames in it, valid until the
-    next call.  A stream reads ahead: once it reads from a connection, all
-    that comes after must be read through it.
-    """
-
-    def __init__(self, conn):
-        self._fd = conn.fileno()
-        self.buffer = np.empty(READ_BUFFER_BYTES, dtype=np.uint8)
-        self._start = self._end = 0  # buffer[start:end]: read, not consumed yet
-        self._spans = np.empty((1, 2), dtype=np.int64)
-
-    def send(self, data):
-        """Write ``data`` (a contiguous buffer of whole frames)."""
-        view = memoryview(data).cast("B")
-        while view:
-            view = view[os.write(self._fd, view):]
-
-    def frames(self, n_frames):
-        """Read until the next ``n_frames`` frames are in; return the buffer
-        and their ``(offset, size)`` rows, and consume them."""
-        if self._spans.shape[0] < n_frames:
-            self._spans = np.empty((n_frames, 2), dtype=np.int64)
-        while True:
-            complete, need = frame_spans(self.buffer, self._start, self._end,
-                                         n_frames, self._spans)
-            if complete == n_frames:
-                break
-            self._fill(need)
-        last = self._spans[n_frames - 1]
-        self._start = int(last[0] + last[1])
-        return self.buffer, self._spans[:n_frames]
-
-    def _fill(self, need):
-        """Read until ``buffer[start:start + need]`` has come in."""
-        if self._start == self._end:
-            self._start = self._end = 4  # see below
-        if self._start + need > self.buffer.size:
-            # Move what is pending to the front, 4 bytes in: a frame's body
-            # (after its 4-byte prefix) then starts 8-aligned, so that a large
-            # message's values are read where they lie, without a copy.
-            pending = self._end - self._start
-            size = self.buffer.size
-            while 4 + need > size:
-                size *= 2
-            buffer = self.buffer if size == self.buffer.size else \
-                np.empty(size, dtype=np.uint8)
-            buffer[4:4 + pending] = self.buffer[self._start:self._end]
-            self.buffer, self._start, self._end = buffer, 4, 4 + pending
-        view = memoryview(self.buffer)
-        while self._end - self._start < need:
-            n = os.readv(self._fd, [view[self._end:]])
-            if n == 0:
-                raise EOFError("the connection was closed")
-            self._end += n
+@njit(cache=True, nogil=True)
+def write_all(fd, data):
+    """Write the uint8 array ``data`` (whole frames); 0 or the errno."""
+    pos = 0
+    while pos < data.shape[0]:
+        n = _write(fd, data.ctypes.data + pos, data.shape[0] - pos)
+        if n >= 0:
+            pos += n
+        else:
+            err = _errno()
+            if err != EINTR:
+                return err
+    return OK

@@ -16,16 +16,17 @@ arithmetic).
 
 Each message travels as one frame of the connection holding exactly the
 bytes ``messages.message_nbytes`` counts, in the layout of ``messages``; the
-connection adds a 4-byte length (reported as framing).  On wide models a
-round is memory-bound, so nothing is copied that need not be: a worker emits
-its message straight into its frame, the master aggregates from its read
-buffer into A, which lies in its broadcast frame, and every node steps from
-the broadcast message itself.  On small models, wake-ups and system calls,
-not bytes, are what a round costs: a task computes and frames the messages
-of its workers in one compiled call and sends them in one write; the master
-reads a task's messages in one read and aggregates them in one compiled call
-(``_transport``); and the master sends a task the next epoch's command and
+connection adds a 4-byte length (reported as framing).  On small models,
+wake-ups, system calls and the interpreter, not bytes, are what a round
+costs, so the rounds run in compiled code on both sides, reads and writes
+included (``_transport``): a task's ``_serve_epochs`` and the master's
+``_master_rounds`` return to Python only between epochs (a task, only when it
+needs new uniforms), and the master sends a task the next epoch's command and
 the last broadcast in one write, so that each process wakes once per round.
+On wide models a round is memory-bound, so nothing is copied that need not
+be: a worker emits its message straight into its frame, the master
+aggregates from its read buffer into A, which lies in its broadcast frame,
+and every node steps from the broadcast message itself.
 
 The master's address is ``SKLEARN_DSPARSE_MASTER_ADDRESS`` (default
 127.0.0.1; set it to an address the cluster's workers can reach), and tasks
@@ -36,7 +37,6 @@ that have not connected after ``SKLEARN_DSPARSE_CONNECT_TIMEOUT`` seconds
 import os
 import queue
 import socket
-import struct
 import threading
 import time
 from multiprocessing import AuthenticationError
@@ -50,23 +50,35 @@ from numba import njit
 from .._layout import flat, kernel_view, n_outputs
 from ..accounting import count_message, count_round, new_counters
 from ..master import aggregate_message, step_from_broadcast
-from ..messages import (BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES, copy_into,
-                        message_nbytes, read_header, read_message, write_header)
+from ..messages import (BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES, _get_uint,
+                        _put_uint, copy_into, message_nbytes, read_header,
+                        read_message, write_header)
 from ..solvers import GD, SAGA, init_saga_table
 from ..worker import emit_message, message_values, worker_estimate
-from ._transport import (FRAME_PREFIX_BYTES, LONG_FRAME_PREFIX_BYTES, FrameStream,
-                         no_delay, prefix_bytes, write_prefix)
+from ._transport import (EINTR, FRAME_PREFIX_BYTES, LONG_FRAME_PREFIX_BYTES, OK,
+                         check, describe, next_frame, no_delay, prefix_bytes, write_all,
+                         write_prefix)
 from .base import Engine
 
-_COMMAND = struct.Struct("<Q")  # the master's command: an epoch's rounds, 0 to stop
-COMMAND_FRAME_BYTES = FRAME_PREFIX_BYTES + _COMMAND.size
+# The master's command: the number of rounds of the next epoch (uint64), 0 to stop.
+COMMAND_BYTES = 8
+COMMAND_FRAME_BYTES = FRAME_PREFIX_BYTES + COMMAND_BYTES
+# A read buffer holds the largest frame expected and this much more, read ahead.
+# A frame cut by the buffer's end is moved to its start: with 1 MiB ahead that
+# copy is rare (measured at 10^6 parameters, 64 workers: 64 KiB made the round
+# 10% slower; 8 MiB gained nothing more).
+READ_AHEAD_BYTES = 1 << 20
+# What the compiled round loops return besides the transport's statuses.
+_STOPPED = -10
+_NEED_UNIFORMS = -11
+_PROTOCOL_ERROR = -12
 # A task computes, then sends, the messages of as many of its workers at once
 # as fit in max(n_columns * n_outputs, this) values (_WorkerGroup).
 MIN_PACKED_VALUES = 1 << 17
 # gd draws up to this many uniforms ahead (_WorkerGroup.epoch_uniforms).
 DRAW_AHEAD_VALUES = 1 << 16
 # Models of at most this many parameters send an epoch's last broadcast with
-# the next command (JoblibEngine._send_command).  Measured on 2 cores: at 1e5
+# the next command (JoblibEngine._run).  Measured on 2 cores: at 1e5
 # parameters, waking the tasks once per round is worth more; at 1e6, moving
 # and applying the broadcast (milliseconds) while the master steps is.
 MAX_DEFERRED_PARAMETERS = 1 << 18
@@ -76,20 +88,21 @@ class WorkerProcessError(RuntimeError):
     """A worker task died or could not be started."""
 
 
-def _command_frame(n_rounds):
-    out = np.empty(COMMAND_FRAME_BYTES, dtype=np.uint8)
-    _write_command(out, 0, n_rounds)
-    return out
-
-
+@njit(cache=True)
 def _write_command(out, pos, n_rounds):
-    write_prefix(out, pos, _COMMAND.size)
-    _COMMAND.pack_into(out, pos + FRAME_PREFIX_BYTES, n_rounds)
+    pos += write_prefix(out, pos, COMMAND_BYTES)
+    _put_uint(out, pos, n_rounds, COMMAND_BYTES)
 
 
 def _max_frame_bytes(n_ids, n_values):
     return LONG_FRAME_PREFIX_BYTES + HEADER_BYTES + n_ids * BLOCK_ID_BYTES + \
         n_values * VALUE_BYTES
+
+
+def _read_buffer(n_buffers, max_frame_bytes):
+    """Read buffers of ``next_frame``, 8-aligned, one row per connection."""
+    size = -(-(4 + max_frame_bytes + READ_AHEAD_BYTES) // 8) * 8
+    return np.empty((n_buffers, size), dtype=np.uint8)
 
 
 @njit(cache=True)
@@ -142,35 +155,23 @@ def _hosted_rounds(first, last, rnd, u_blocks, u_rows, sender0, solver, loss_id,
 
 
 @njit(cache=True)
-def _aggregate_frames(buf, spans, first, rnd, weights, A, touched, starts,
-                      all_blocks, ids, values, counters):
-    """A += the weighted messages of workers ``first``, ``first + 1``, ... in
-    the frames at ``spans`` of ``buf``, in order, as the in-process engine adds
-    them; counts their bytes and blocks.
-
-    Returns the index of the first frame that is not the expected message
-    (-1: none), and the payload and framing bytes of the frames read.
-    """
-    K = n_outputs(A)
-    n_blocks = starts.shape[0] - 1
-    payload = framing = 0
-    for j in range(spans.shape[0]):
-        frame = buf[spans[j, 0]:spans[j, 0] + spans[j, 1]]
-        if frame.shape[0] < HEADER_BYTES:
-            return j, payload, framing
-        sender, _, sent_in = read_header(frame)
-        if sender != first + j or sent_in != rnd:
-            return j, payload, framing
-        block_ids, n_sel, message_values = read_message(frame, starts, K, all_blocks,
-                                                        ids, values)
-        if n_sel < 0:
-            return j, payload, framing
-        aggregate_message(A, touched, block_ids, n_sel, starts, message_values,
-                          weights[first + j])
-        count_message(counters, n_sel, message_values.shape[0], n_blocks)
-        payload += frame.shape[0]
-        framing += prefix_bytes(frame.shape[0])
-    return -1, payload, framing
+def _aggregate_frame(frame, worker, rnd, weights, A, touched, starts, all_blocks,
+                     ids, values, counters):
+    """A += the weighted message of ``worker`` in ``frame``, as the in-process
+    engine adds it, and count it; False if the frame is not that message."""
+    if frame.shape[0] < HEADER_BYTES:
+        return False
+    sender, _, sent_in = read_header(frame)
+    if sender != worker or sent_in != rnd:
+        return False
+    block_ids, n_sel, message_values = read_message(frame, starts, n_outputs(A),
+                                                    all_blocks, ids, values)
+    if n_sel < 0:
+        return False
+    aggregate_message(A, touched, block_ids, n_sel, starts, message_values,
+                      weights[worker])
+    count_message(counters, n_sel, message_values.shape[0], starts.shape[0] - 1)
+    return True
 
 
 @njit(cache=True)
@@ -227,13 +228,166 @@ def _apply_broadcast(frame, rnd, W, hbar, starts, all_blocks, ids, values, step,
     return True
 
 
+@njit(cache=True)
+def _receive_broadcast(fd, buf, bounds, rnd, apply):
+    status, offset, size = next_frame(fd, buf, bounds, True)
+    if status != OK:
+        return status
+    if not _apply_broadcast(buf[offset:offset + size], rnd, *apply):
+        return _PROTOCOL_ERROR
+    return OK
+
+
+@njit(cache=True, nogil=True)
+def _serve_epochs(fd, buf, bounds, state, u_blocks, u_rows, broadcast_with_command,
+                  workers_per_pack, pack, apply):
+    """A task's rounds, epoch after epoch, until the master says stop.
+
+    ``state`` is [the rounds commanded (-1: read the next command), the round
+    of the broadcast still to come (-1: none), the next round's index in
+    ``u_blocks`` and ``u_rows``].  Every round: step from the last broadcast,
+    compute the hosted workers' messages a pack at a time (``pack``: the
+    arguments of ``_hosted_rounds`` after the uniforms) and write them.  On
+    models of up to ``MAX_DEFERRED_PARAMETERS`` the broadcast of an epoch's
+    last round comes right after the next command
+    (``JoblibEngine._run``).  Returns ``_STOPPED``, ``_NEED_UNIFORMS``
+    (the command is read: draw the epoch's uniforms and call again),
+    ``_PROTOCOL_ERROR`` or a failed read's or write's status.
+    """
+    n_hosted = u_blocks.shape[0]
+    out = pack[-1]
+    while True:
+        if state[0] < 0:
+            status, offset, size = next_frame(fd, buf, bounds, True)
+            if status != OK:
+                return status
+            if size != COMMAND_BYTES:
+                return _PROTOCOL_ERROR
+            n_rounds = _get_uint(buf, offset, COMMAND_BYTES)
+            if state[1] >= 0:
+                status = _receive_broadcast(fd, buf, bounds, state[1], apply)
+                if status != OK:
+                    return status
+                state[1] = -1
+            if n_rounds == 0:
+                return _STOPPED
+            state[0] = n_rounds
+        n_rounds = state[0]
+        at = state[2]
+        if u_blocks.shape[1] - at < n_rounds:
+            return _NEED_UNIFORMS
+        for rnd in range(n_rounds):
+            if rnd > 0:
+                status = _receive_broadcast(fd, buf, bounds, rnd - 1, apply)
+                if status != OK:
+                    return status
+            for first in range(0, n_hosted, workers_per_pack):
+                last = min(first + workers_per_pack, n_hosted)
+                begin, end = _hosted_rounds(first, last, rnd, u_blocks[:, at + rnd],
+                                            u_rows[:, at + rnd], *pack)
+                status = write_all(fd, out[begin:end])
+                if status != OK:
+                    return status
+        state[0] = -1
+        state[1] = n_rounds - 1
+        state[2] = at + n_rounds
+        if not broadcast_with_command:
+            status = _receive_broadcast(fd, buf, bounds, n_rounds - 1, apply)
+            if status != OK:
+                return status
+            state[1] = -1
+
+
+# The master's progress through an epoch (so that a signal can interrupt it),
+# and where a frame that is not the expected message lies.
+_PROGRESS = (_ROUND, _STREAM, _FRAME, _PENDING_BEGIN, _PENDING_END, _COMMANDED,
+             _BAD_OFFSET, _BAD_SIZE) = range(8)
+#: The order of the master's byte counters of the connections (``wire``).
+WIRE_BYTES = ("uplink_payload_bytes", "uplink_framing_bytes",
+              "downlink_payload_bytes", "downlink_framing_bytes")
+
+
+@njit(cache=True, nogil=True)
+def _master_rounds(progress, n_rounds, defer_last, fds, bufs, bounds, first_hosted,
+                   n_hosted, weights, A, A_flat, touched, starts, all_blocks, ids,
+                   values, out, values_at, command, W, hbar, step, l1, fit_intercept,
+                   use_control_variates, cv_fraction, counters, wire):
+    """The master's epoch: the command (with the last epoch's pending
+    broadcast) to every task, then ``n_rounds`` rounds.
+
+    A round receives the messages from the tasks in worker order, adding each
+    to A as it arrives (so a read buffer holds one message, not a task's
+    burst), frames and sends the broadcast (or keeps it for the next command,
+    after the last round when ``defer_last``), and takes the step from it.
+    ``progress`` says where the epoch is: a signal makes a read return
+    ``EINTR`` and the next call goes on from there.  Returns OK, a failed
+    read's or write's status, or ``_PROTOCOL_ERROR`` (``progress`` then points
+    at the stream and the frame).  ``wire`` counts the bytes on the
+    connections: payload and framing, up and down.
+    """
+    n_streams = fds.shape[0]
+    n_blocks = starts.shape[0] - 1
+    if progress[_COMMANDED] == 0:
+        begin = progress[_PENDING_BEGIN]
+        if begin >= 0:
+            begin -= COMMAND_FRAME_BYTES
+            _write_command(out, begin, n_rounds)
+            data = out[begin:progress[_PENDING_END]]
+        else:
+            _write_command(command, 0, n_rounds)
+            data = command
+        for j in range(n_streams):
+            status = write_all(fds[j], data)
+            if status != OK:
+                return status
+        progress[_PENDING_BEGIN] = -1
+        progress[_COMMANDED] = 1
+    for rnd in range(progress[_ROUND], n_rounds):
+        for j in range(progress[_STREAM], n_streams):
+            while progress[_FRAME] < n_hosted[j]:
+                status, offset, size = next_frame(fds[j], bufs[j], bounds[j], False)
+                if status != OK:
+                    return status
+                if not _aggregate_frame(bufs[j][offset:offset + size],
+                                        first_hosted[j] + progress[_FRAME], rnd,
+                                        weights, A, touched, starts, all_blocks, ids,
+                                        values, counters):
+                    progress[_BAD_OFFSET] = offset
+                    progress[_BAD_SIZE] = size
+                    return _PROTOCOL_ERROR
+                wire[0] += size
+                wire[1] += prefix_bytes(size)
+                progress[_FRAME] += 1
+            progress[_STREAM] = j + 1
+            progress[_FRAME] = 0
+        begin, end, size, n_sent, n_values = _write_broadcast(
+            out, values_at, A, touched, starts, rnd, ids)
+        wire[2] += n_streams * size
+        wire[3] += n_streams * (end - begin - size)
+        if defer_last and rnd == n_rounds - 1:
+            progress[_PENDING_BEGIN] = begin
+            progress[_PENDING_END] = end
+        else:
+            for j in range(n_streams):
+                status = write_all(fds[j], out[begin:end])
+                if status != OK:
+                    return status
+        # The tasks' step, from the same message.
+        step_from_broadcast(W, hbar, ids, n_sent, A_flat[:n_values], starts, step, l1,
+                            fit_intercept, use_control_variates, cv_fraction)
+        count_round(counters, weights.shape[0], n_sent, n_values, n_blocks, W.size)
+        progress[_ROUND] = rnd + 1
+        progress[_STREAM] = 0
+    return OK
+
+
 class _WorkerGroup:
     """The logical workers one task hosts, and its replica of the master.
 
     The hosted shards are one CSR matrix (``shard_starts`` cuts it) so that one
-    compiled call computes and frames the messages of many hosted workers,
-    and one more applies the master's broadcast: a round is then a read, two
-    compiled calls and a write, whatever the number of hosted workers.
+    compiled call computes and frames the messages of many hosted workers: a
+    round is then a read, a step, that call and a write, whatever the number
+    of hosted workers.
     """
 
     def __init__(self, spec):
@@ -257,7 +411,6 @@ class _WorkerGroup:
                                 self.fit_intercept, self.alpha[s:e], self.abar[i])
         self.rngs = [np.random.default_rng(s) for s in self.seeds]
         self.shared_rng = np.random.default_rng(self.shared_seed)
-        self.gd_uniforms_ahead = self.sparsifier.draw(self.rngs, self.shared_rng, 0)
         # Messages are packed a group of hosted workers at a time: as many as
         # fit in a buffer no smaller than the model (the scratch a worker needs
         # anyway), so that small models pack every hosted worker at once.
@@ -281,79 +434,58 @@ class _WorkerGroup:
             np.empty(4 + self.workers_per_pack * _max_frame_bytes(n_sel_max,
                                                                   max_message),
                      dtype=np.uint8))
-        self.out = self.pack_args[-1]
+        self.max_broadcast_bytes = _max_frame_bytes(self.n_blocks, p1 * K)
         self.apply_args = (
             self.W, self.hbar, self.starts, self.all_blocks,
             np.empty(self.n_blocks, dtype=np.int32), np.empty(p1 * K), self.step,
             self.l1, self.fit_intercept, self.use_control_variates, self.cv_fraction)
 
-    def epoch_uniforms(self, n_rounds):
+    def epoch_uniforms(self, u_blocks, n_rounds):
         """The uniforms of the next ``n_rounds`` rounds, as the in-process
-        engine draws them: each epoch its block uniforms, then its row uniforms.
+        engine draws them: each epoch its block uniforms, then its row
+        uniforms; ``u_blocks`` are the block uniforms drawn and not used yet.
 
-        gd draws no row uniforms, so the block uniforms of consecutive epochs
-        follow each other in every stream and one draw serves many epochs (a
-        draw costs about a microsecond per stream, as much as a small model's
-        whole round).
+        Only gd leaves some: it draws no row uniforms, so the block uniforms
+        of consecutive epochs follow each other in every stream and one draw
+        serves many epochs (a draw costs about a microsecond per stream, as
+        much as a small model's whole round).  The other solvers use an
+        epoch's uniforms within it.
         """
+        n_hosted = len(self.worker_ids)
         if self.solver != GD:
             u_blocks = self.sparsifier.draw(self.rngs, self.shared_rng, n_rounds)
             u_rows = np.stack([rng.random((n_rounds, self.batch_size))
                                for rng in self.rngs])
             return u_blocks, u_rows
-        ahead = self.gd_uniforms_ahead
-        if ahead.shape[1] < n_rounds:
-            per_round = max(1, len(self.worker_ids) * self.sparsifier.blocks_per_worker)
-            n_more = max(n_rounds, DRAW_AHEAD_VALUES // per_round)
-            ahead = np.concatenate(
-                [ahead, self.sparsifier.draw(self.rngs, self.shared_rng, n_more)],
-                axis=1)
-        self.gd_uniforms_ahead = ahead[:, n_rounds:]
-        return ahead[:, :n_rounds], np.empty((len(self.worker_ids), n_rounds, 0))
+        per_round = max(1, n_hosted * self.sparsifier.blocks_per_worker)
+        n_more = max(n_rounds, DRAW_AHEAD_VALUES // per_round)
+        u_blocks = np.concatenate(
+            [u_blocks, self.sparsifier.draw(self.rngs, self.shared_rng, n_more)], axis=1)
+        return u_blocks, np.empty((n_hosted, u_blocks.shape[1], 0))
 
-    def send_round(self, stream, rnd, u_blocks, u_rows):
-        """Compute and send the messages of every hosted worker, a pack at a time."""
+    def run(self, fd):
+        """Run the epochs the master commands on the connection ``fd`` until
+        it says stop (``_serve_epochs``)."""
         n_hosted = len(self.worker_ids)
-        first = 0
-        while first < n_hosted:
-            last = min(first + self.workers_per_pack, n_hosted)
-            begin, end = _hosted_rounds(first, last, rnd, u_blocks, u_rows,
-                                        *self.pack_args)
-            stream.send(self.out[begin:end])
-            first = last
-
-    def apply_broadcast(self, buffer, span, rnd):
-        frame = buffer[span[0]:span[0] + span[1]]
-        if not _apply_broadcast(frame, rnd, *self.apply_args):
-            raise WorkerProcessError(f"expected the master's broadcast of round {rnd}")
-
-    def run(self, stream):
-        """Run the epochs the master commands until it says stop.
-
-        On small models the broadcast of an epoch's last round comes after
-        the next command (``JoblibEngine._send_command``), in the same read.
-        """
-        pending = None  # the round of a broadcast that comes with the command
+        buf = _read_buffer(1, COMMAND_FRAME_BYTES + self.max_broadcast_bytes)[0]
+        bounds = np.zeros(2, dtype=np.int64)
+        state = np.array([-1, -1, 0], dtype=np.int64)
+        u_blocks = self.sparsifier.draw(self.rngs, self.shared_rng, 0)
+        u_rows = np.empty((n_hosted, 0, 0 if self.solver == GD else self.batch_size))
         while True:
-            buffer, spans = stream.frames(1 if pending is None else 2)
-            if spans[0, 1] != _COMMAND.size:
-                raise WorkerProcessError("expected the master's command")
-            n_rounds, = _COMMAND.unpack_from(buffer, spans[0, 0])
-            if pending is not None:
-                self.apply_broadcast(buffer, spans[1], pending)
-            if n_rounds == 0:
+            status = _serve_epochs(fd, buf, bounds, state, u_blocks, u_rows,
+                                   self.broadcast_with_command, self.workers_per_pack,
+                                   self.pack_args, self.apply_args)
+            if status == _STOPPED:
                 return
-            u_blocks, u_rows = self.epoch_uniforms(n_rounds)
-            for rnd in range(n_rounds):
-                if rnd > 0:
-                    buffer, spans = stream.frames(1)
-                    self.apply_broadcast(buffer, spans[0], rnd - 1)
-                self.send_round(stream, rnd, u_blocks[:, rnd], u_rows[:, rnd])
-            pending = n_rounds - 1
-            if not self.broadcast_with_command:
-                buffer, spans = stream.frames(1)
-                self.apply_broadcast(buffer, spans[0], pending)
-                pending = None
+            if status == _NEED_UNIFORMS:
+                u_blocks, u_rows = self.epoch_uniforms(u_blocks[:, state[2]:],
+                                                       int(state[0]))
+                state[2] = 0
+            elif status == _PROTOCOL_ERROR:
+                raise WorkerProcessError("expected the master's command or broadcast")
+            else:
+                check(status)
 
 
 def serve(address, authkey):
@@ -370,7 +502,7 @@ def serve(address, authkey):
         # Workers share the cores with each other: one BLAS thread each.
         with threadpool_limits(1):
             group = _WorkerGroup(conn.recv())
-            group.run(FrameStream(conn))
+            group.run(conn.fileno())
     except (EOFError, OSError):
         return  # the master has gone; it reports why
     finally:
@@ -381,16 +513,20 @@ class JoblibEngine(Engine):
     """Run the workers as ``n_jobs`` long-lived tasks of the active joblib backend."""
 
     def __init__(self, n_jobs):
+        if os.name != "posix":
+            raise NotImplementedError(
+                f"n_jobs={n_jobs} runs the workers in other processes, which talk "
+                "to the driver with the C library's read and write on sockets: "
+                "that needs a POSIX system (Linux, macOS). Use n_jobs=None here.")
         self.n_jobs = n_jobs
         self.address = os.environ.get("SKLEARN_DSPARSE_MASTER_ADDRESS", "127.0.0.1")
         self.timeout = float(os.environ.get("SKLEARN_DSPARSE_CONNECT_TIMEOUT", 60))
         self._conns = []
-        self._streams = []
+        self._fds = None
         self._listener = None
         self._thread = None
         self._task_errors = []
         self._in_epoch = False
-        self._pending_broadcast = None
         self._closing = False
         self._accepted = None
         self.pids = []
@@ -401,8 +537,8 @@ class JoblibEngine(Engine):
         backend, _ = get_active_backend()
         n_procs = min(n, self._effective_n_jobs(backend))
         groups = np.array_split(np.arange(n), n_procs)
-        self._hosted = [len(g) for g in groups]
-        self._first_hosted = [int(g[0]) for g in groups]
+        self._hosted = np.array([len(g) for g in groups], dtype=np.int64)
+        self._first_hosted = np.array([g[0] for g in groups], dtype=np.int64)
         key = os.urandom(32)
         self._listener = Listener((self.address, 0), authkey=key, backlog=n_procs)
         self.master_address = self._listener.address
@@ -460,10 +596,18 @@ class JoblibEngine(Engine):
                 column_block=pb.partition.column_block, n_blocks=m,
                 step=pb.step_size, cv_fraction=1.0 / pb.sparsifier.scale,
                 broadcast_with_command=self._broadcast_with_command))
-        self._streams = [FrameStream(conn) for conn in self._conns]
+        self._fds = np.array([conn.fileno() for conn in self._conns], dtype=np.int64)
+        sparsifier = pb.sparsifier
+        n_sel_max = m if sparsifier.sends_all else sparsifier.blocks_per_worker
+        max_block = int(np.max(np.diff(pb.partition.starts)))
+        self._bufs = _read_buffer(n_procs, _max_frame_bytes(
+            n_sel_max, n_sel_max * max_block * K))
+        self._bounds = np.zeros((n_procs, 2), dtype=np.int64)
+        self._progress = np.zeros(len(_PROGRESS), dtype=np.int64)
+        self._progress[_PENDING_BEGIN] = -1
+        self._command = np.empty(COMMAND_FRAME_BYTES, dtype=np.uint8)
         self._counters = new_counters()
-        self.wire = dict(uplink_payload_bytes=0, uplink_framing_bytes=0,
-                         downlink_payload_bytes=0, downlink_framing_bytes=0)
+        self._wire = np.zeros(len(WIRE_BYTES), dtype=np.int64)
         return self
 
     def _effective_n_jobs(self, backend):
@@ -496,100 +640,68 @@ class JoblibEngine(Engine):
                 f"a worker task failed: {self._task_errors[0]!r}") from \
                 self._task_errors[0]
 
-    def _receive_messages(self, stream, first, n_hosted, rnd):
-        """Receive the messages of workers ``first..first+n_hosted-1`` and add
-        them to A, in worker order.  A task that fails closes its connection,
-        so this read cannot outlive it."""
-        buffer, spans = stream.frames(n_hosted)
-        bad, payload, framing = _aggregate_frames(
-            buffer, spans, first, rnd, self.problem.weights, self._A, self._touched,
-            self.problem.partition.starts, self._all_blocks, self._ids, self._values,
-            self._counters)
-        if bad >= 0:
-            offset, size = spans[bad]
-            sender, _, sent_in = read_header(buffer[offset:offset + max(size, 16)])
-            raise WorkerProcessError(
-                f"expected the message of worker {first + bad} in round {rnd}, got "
-                f"{size} bytes from worker {sender} for round {sent_in}: the "
-                "workers run another version of sklearn-dsparse?")
-        self.wire["uplink_payload_bytes"] += payload
-        self.wire["uplink_framing_bytes"] += framing
-
-    def _send_command(self, n_rounds):
-        """The command to every task, then the last round's broadcast if pending.
-
-        On models of up to ``MAX_DEFERRED_PARAMETERS``, the broadcast of an
-        epoch's last round waits for the next command (or the stop) and goes
-        in the same write, right after it in ``_out``: a task then wakes once
-        per round, as inside an epoch, rather than once for the broadcast and
-        once more for the command (a wake-up costs tens of microseconds, as
-        much as a small model's round).
-        """
-        if self._pending_broadcast is None:
-            data = _command_frame(n_rounds)
-        else:
-            begin, end = self._pending_broadcast
-            self._pending_broadcast = None
-            _write_command(self._out, begin - COMMAND_FRAME_BYTES, n_rounds)
-            data = self._out[begin - COMMAND_FRAME_BYTES:end]
-        for stream in self._streams:
-            stream.send(data)
-
-    def _broadcast(self, rnd, defer):
-        """Frame A on the blocks sent (the union) and send it, or keep it for
-        the next command.  Returns the numbers of blocks and values sent: the
-        broadcast is ``self._ids`` and ``self._A_flat`` up to them."""
-        begin, end, size, n_sent, n_values = _write_broadcast(
-            self._out, self._values_at, self._A, self._touched,
-            self.problem.partition.starts, rnd, self._ids)
-        n_streams = len(self._streams)
-        self.wire["downlink_payload_bytes"] += n_streams * size
-        self.wire["downlink_framing_bytes"] += n_streams * (end - begin - size)
-        if defer:
-            self._pending_broadcast = begin, end
-        else:
-            data = self._out[begin:end]
-            for stream in self._streams:
-                stream.send(data)
-        return n_sent, n_values
-
     def run_epoch(self, n_rounds):
-        pb = self.problem
-        n, m = pb.n_workers, pb.partition.n_blocks
         self._in_epoch = True
-        try:
-            self._send_command(n_rounds)
-            for rnd in range(n_rounds):
-                for stream, first, n_hosted in zip(self._streams, self._first_hosted,
-                                                   self._hosted):
-                    self._receive_messages(stream, first, n_hosted, rnd)
-                nb, nv = self._broadcast(rnd, defer=self._broadcast_with_command
-                                         and rnd == n_rounds - 1)
-                # The tasks' step, from the same message.
-                step_from_broadcast(self._W, self._hbar, self._ids, nb,
-                                    self._A_flat[:nv], pb.partition.starts,
-                                    pb.step_size, pb.penalty.l1, pb.fit_intercept,
-                                    pb.use_control_variates, 1.0 / pb.sparsifier.scale)
-                count_round(self._counters, n, nb, nv, m, self._W.size)
-            self._in_epoch = False
-        except (EOFError, OSError) as exc:
+        self._run(n_rounds)
+        self._in_epoch = False
+
+    def _run(self, n_rounds):
+        """``_master_rounds`` until the epoch is done; ``n_rounds = 0`` tells
+        the tasks to stop.  On models of up to ``MAX_DEFERRED_PARAMETERS``,
+        the broadcast of an epoch's last round waits for the next command (or
+        the stop) and goes in the same write, right after it in ``_out``: a
+        task then wakes once per round, as inside an epoch, rather than once
+        for the broadcast and once more for the command (a wake-up costs tens
+        of microseconds, as much as a small model's round).
+        """
+        pb = self.problem
+        progress = self._progress
+        progress[:_PENDING_BEGIN] = 0  # round, stream, frame
+        progress[_COMMANDED] = 0
+        while True:
+            status = _master_rounds(
+                progress, n_rounds, self._broadcast_with_command, self._fds,
+                self._bufs, self._bounds, self._first_hosted, self._hosted,
+                pb.weights, self._A, self._A_flat, self._touched, pb.partition.starts,
+                self._all_blocks, self._ids, self._values, self._out, self._values_at,
+                self._command, self._W, self._hbar, pb.step_size, pb.penalty.l1,
+                pb.fit_intercept, pb.use_control_variates, 1.0 / pb.sparsifier.scale,
+                self._counters, self._wire)
+            if status == OK:
+                return
+            if status == EINTR:
+                continue  # Python runs the signal's handler (KeyboardInterrupt) first
             self._raise_task_error()
+            if status == _PROTOCOL_ERROR:
+                self._raise_protocol_error()
             raise WorkerProcessError(
-                f"lost the connection to a worker process ({exc!r}): it was killed "
-                "or crashed. The fit is abandoned.") from exc
+                f"lost the connection to a worker process ({describe(status)}): it "
+                "was killed or crashed. The fit is abandoned.")
+
+    def _raise_protocol_error(self):
+        progress = self._progress
+        j = progress[_STREAM]
+        worker = self._first_hosted[j] + progress[_FRAME]
+        offset, size = progress[_BAD_OFFSET], progress[_BAD_SIZE]
+        frame = self._bufs[j, offset:offset + max(size, HEADER_BYTES)]
+        sender, _, sent_in = read_header(frame)
+        raise WorkerProcessError(
+            f"expected the message of worker {worker} in round {progress[_ROUND]}, "
+            f"got {size} bytes from worker {sender} for round {sent_in}: the "
+            "workers run another version of sklearn-dsparse?")
 
     @property
     def wire_bytes(self):
         """Bytes measured on the connections: payload and framing, each way."""
-        return dict(self.wire)
+        return {name: int(v) for name, v in zip(WIRE_BYTES, self._wire)}
 
     def close(self):
         # Between epochs the tasks wait for a command; mid-epoch (an error, an
         # interrupt) they wait for a broadcast, and a closed connection ends them.
-        if not self._in_epoch:
+        if not self._in_epoch and self._fds is not None:
             try:
-                self._send_command(0)
-            except OSError:
+                self._run(0)
+            except WorkerProcessError:
                 pass
         for conn in self._conns:
             conn.close()
@@ -606,4 +718,4 @@ class JoblibEngine(Engine):
         if self._thread is not None:
             self._thread.join(timeout=self.timeout)
         self._conns = []
-        self._streams = []
+        self._fds = None
