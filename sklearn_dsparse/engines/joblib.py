@@ -522,7 +522,7 @@ class JoblibEngine(Engine):
         self.address = os.environ.get("SKLEARN_DSPARSE_MASTER_ADDRESS", "127.0.0.1")
         self.timeout = float(os.environ.get("SKLEARN_DSPARSE_CONNECT_TIMEOUT", 60))
         self._conns = []
-        self._fds = None
+        self._round_args = None  # set once every task has its workers
         self._listener = None
         self._thread = None
         self._task_errors = []
@@ -567,18 +567,8 @@ class JoblibEngine(Engine):
         self._W = np.array(coef, dtype=np.float64, order="C")
         p1, K = self._W.shape
         m = pb.partition.n_blocks
-        self._hbar = np.zeros((p1, K))
-        self._touched = np.zeros(m, dtype=np.bool_)
-        self._all_blocks = np.arange(m, dtype=np.int32)
-        self._ids = np.empty(m, dtype=np.int32)
-        self._values = np.empty(p1 * K)  # a message's values, when misaligned
-        # The broadcast frame: room for a command frame and the longest
-        # header, then A, 8-aligned, where the broadcast's values go.
-        self._values_at = -(-(COMMAND_FRAME_BYTES + _max_frame_bytes(m, 0)) // 8) * 8
-        self._out = np.empty(self._values_at + p1 * K * VALUE_BYTES, dtype=np.uint8)
-        self._A_flat = self._out[self._values_at:].view(np.float64)
-        self._A = self._A_flat.reshape(p1, K)
-        self._broadcast_with_command = p1 * K <= MAX_DEFERRED_PARAMETERS
+        sparsifier = pb.sparsifier
+        broadcast_with_command = p1 * K <= MAX_DEFERRED_PARAMETERS
         X = pb.X
         for conn, group in zip(self._conns, groups):
             s, e = pb.shard_starts[group[0]], pb.shard_starts[group[-1] + 1]
@@ -590,24 +580,39 @@ class JoblibEngine(Engine):
                 seeds=[seed_sequences[i] for i in group], shared_seed=seed_sequences[n],
                 W=self._W.copy(), solver=pb.solver, loss_id=pb.loss.id,
                 l2=pb.penalty.l2, l1=pb.penalty.l1, fit_intercept=pb.fit_intercept,
-                use_control_variates=pb.use_control_variates, scale=pb.sparsifier.scale,
-                sends_all=pb.sparsifier.sends_all, sparsifier=pb.sparsifier,
+                use_control_variates=pb.use_control_variates, scale=sparsifier.scale,
+                sends_all=sparsifier.sends_all, sparsifier=sparsifier,
                 batch_size=pb.batch_size, starts=pb.partition.starts,
                 column_block=pb.partition.column_block, n_blocks=m,
-                step=pb.step_size, cv_fraction=1.0 / pb.sparsifier.scale,
-                broadcast_with_command=self._broadcast_with_command))
-        self._fds = np.array([conn.fileno() for conn in self._conns], dtype=np.int64)
-        sparsifier = pb.sparsifier
+                step=pb.step_size, cv_fraction=1.0 / sparsifier.scale,
+                broadcast_with_command=broadcast_with_command))
+        # A read buffer per task, for its largest message.
         n_sel_max = m if sparsifier.sends_all else sparsifier.blocks_per_worker
         max_block = int(np.max(np.diff(pb.partition.starts)))
         self._bufs = _read_buffer(n_procs, _max_frame_bytes(
             n_sel_max, n_sel_max * max_block * K))
-        self._bounds = np.zeros((n_procs, 2), dtype=np.int64)
+        # The broadcast frame: room for a command frame and the longest
+        # header, then A, 8-aligned, where the broadcast's values go.
+        values_at = -(-(COMMAND_FRAME_BYTES + _max_frame_bytes(m, 0)) // 8) * 8
+        out = np.empty(values_at + p1 * K * VALUE_BYTES, dtype=np.uint8)
+        A_flat = out[values_at:].view(np.float64)
         self._progress = np.zeros(len(_PROGRESS), dtype=np.int64)
         self._progress[_PENDING_BEGIN] = -1
-        self._command = np.empty(COMMAND_FRAME_BYTES, dtype=np.uint8)
         self._counters = new_counters()
         self._wire = np.zeros(len(WIRE_BYTES), dtype=np.int64)
+        # The arguments of _master_rounds that stay the same all fit long.
+        self._round_args = (
+            broadcast_with_command,
+            np.array([conn.fileno() for conn in self._conns], dtype=np.int64),
+            self._bufs, np.zeros((n_procs, 2), dtype=np.int64), self._first_hosted,
+            self._hosted, pb.weights, A_flat.reshape(p1, K), A_flat,
+            np.zeros(m, dtype=np.bool_), pb.partition.starts,
+            np.arange(m, dtype=np.int32), np.empty(m, dtype=np.int32),
+            np.empty(p1 * K),  # a message's values, when misaligned
+            out, values_at, np.empty(COMMAND_FRAME_BYTES, dtype=np.uint8), self._W,
+            np.zeros((p1, K)), pb.step_size, pb.penalty.l1, pb.fit_intercept,
+            pb.use_control_variates, 1.0 / sparsifier.scale, self._counters,
+            self._wire)
         return self
 
     def _effective_n_jobs(self, backend):
@@ -654,19 +659,11 @@ class JoblibEngine(Engine):
         for the broadcast and once more for the command (a wake-up costs tens
         of microseconds, as much as a small model's round).
         """
-        pb = self.problem
         progress = self._progress
         progress[:_PENDING_BEGIN] = 0  # round, stream, frame
         progress[_COMMANDED] = 0
         while True:
-            status = _master_rounds(
-                progress, n_rounds, self._broadcast_with_command, self._fds,
-                self._bufs, self._bounds, self._first_hosted, self._hosted,
-                pb.weights, self._A, self._A_flat, self._touched, pb.partition.starts,
-                self._all_blocks, self._ids, self._values, self._out, self._values_at,
-                self._command, self._W, self._hbar, pb.step_size, pb.penalty.l1,
-                pb.fit_intercept, pb.use_control_variates, 1.0 / pb.sparsifier.scale,
-                self._counters, self._wire)
+            status = _master_rounds(progress, n_rounds, *self._round_args)
             if status == OK:
                 return
             if status == EINTR:
@@ -698,7 +695,7 @@ class JoblibEngine(Engine):
     def close(self):
         # Between epochs the tasks wait for a command; mid-epoch (an error, an
         # interrupt) they wait for a broadcast, and a closed connection ends them.
-        if not self._in_epoch and self._fds is not None:
+        if not self._in_epoch and self._round_args is not None:
             try:
                 self._run(0)
             except WorkerProcessError:
@@ -718,4 +715,4 @@ class JoblibEngine(Engine):
         if self._thread is not None:
             self._thread.join(timeout=self.timeout)
         self._conns = []
-        self._fds = None
+        self._round_args = None
