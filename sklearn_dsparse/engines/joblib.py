@@ -316,9 +316,10 @@ def _master_rounds(progress, n_rounds, defer_last, fds, bufs, bounds, first_host
     broadcast) to every task, then ``n_rounds`` rounds.
 
     A round receives the messages from the tasks in worker order, adding each
-    to A as it arrives (so a read buffer holds one message, not a task's
-    burst), frames and sends the broadcast (or keeps it for the next command,
-    after the last round when ``defer_last``), and takes the step from it.
+    to A as it arrives (so a read buffer needs room for one message, not for
+    a task's burst), frames and sends the broadcast (or keeps it for the next
+    command, after the last round when ``defer_last``), and takes the step
+    from it.
     ``progress`` says where the epoch is: a signal makes a read return
     ``EINTR`` and the next call goes on from there.  Returns OK, a failed
     read's or write's status, or ``_PROTOCOL_ERROR`` (``progress`` then points
