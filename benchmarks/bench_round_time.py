@@ -79,6 +79,7 @@ import numpy as np
 
 from sklearn_dsparse._testing import datasets_dir as shared_datasets_dir
 from sklearn_dsparse.engines._transport import check, next_frame, no_delay, write_all
+from sklearn_dsparse.engines.joblib import _read_buffer as read_buffers
 
 COMMAND = "python benchmarks/bench_round_time.py"
 SIZES = (100, 100_000, 1_000_000)
@@ -210,11 +211,6 @@ def _framed(payload, copies=1):
     return (len(payload).to_bytes(4, "big") + payload) * copies
 
 
-def _read_buffer(frame_bytes):
-    """A read buffer for ``next_frame``: a frame, its prefix and 64 KiB ahead."""
-    return np.empty(16 + frame_bytes + (1 << 16), dtype=np.uint8)
-
-
 def _ping_client(address, key, hosted, up, down, nodelay, stream):
     from multiprocessing.connection import Client
     conn = Client(address, authkey=key)
@@ -222,7 +218,8 @@ def _ping_client(address, key, hosted, up, down, nodelay, stream):
         no_delay(conn)
     message = bytes(up)
     burst = np.frombuffer(_framed(message, hosted), dtype=np.uint8)
-    fd, buffer, bounds = conn.fileno(), _read_buffer(down), np.zeros(2, dtype=np.int64)
+    fd, buffer = conn.fileno(), read_buffers(1, down)[0]
+    bounds = np.zeros(2, dtype=np.int64)
     try:
         while True:
             if stream:
@@ -267,7 +264,7 @@ def bare_ping(d, n, client_nodelay=True, stream=False, min_seconds=1.0,
             conn = listener.accept()
             no_delay(conn)
             conns.append(conn)
-        buffers = [_read_buffer(up) for _ in conns]
+        buffers = read_buffers(len(conns), up)
         bounds = np.zeros((len(conns), 2), dtype=np.int64)
         # Clients may connect in any order; any order serves (they host the
         # same numbers of workers up to one).

@@ -9,9 +9,9 @@ Wire layout, which every engine counts the same way:
 - the values of those blocks, concatenated, in the model's dtype (float64, in
   the machine's byte order: the nodes of a fit share one architecture).
 
-``write_header`` (with ``write_message``, for values already packed) and
-``read_message`` are that layout in compiled code: a real engine moves each
-message as one frame of exactly these bytes.
+``write_header`` (the values follow it, written in place by
+``worker.emit_message``) and ``read_message`` are that layout in compiled
+code: a real engine moves each message as one frame of exactly these bytes.
 """
 
 from dataclasses import dataclass
@@ -65,14 +65,6 @@ def write_header(out, sender, rnd, block_ids, n_ids):
         _put_uint(out, pos, block_ids[j], BLOCK_ID_BYTES)
         pos += BLOCK_ID_BYTES
     return pos
-
-
-@njit(cache=True)
-def write_message(out, sender, rnd, block_ids, n_ids, values, n_values):
-    """Write a whole message into the uint8 array ``out``; return its size."""
-    pos = write_header(out, sender, rnd, block_ids, n_ids)
-    copy_into(out[pos:], values[:n_values].view(np.uint8))
-    return pos + n_values * VALUE_BYTES
 
 
 @njit(cache=True)

@@ -25,7 +25,7 @@ from sklearn_dsparse import DistributedSparseLogisticRegression
 from sklearn_dsparse.blocks import BlockPartition
 from sklearn_dsparse.messages import (BLOCK_ID_BYTES, HEADER_BYTES, Message,
                                       message_nbytes, read_header, read_message,
-                                      write_message)
+                                      write_header)
 from sklearn_dsparse.sparsifiers import (SPARSIFIERS, Independent,
                                          select_blocks)
 
@@ -271,9 +271,10 @@ def _encoded(partition, block_ids, n_outputs, offset):
     n_ids = 0 if len(block_ids) == m else len(block_ids)
     buffer = np.zeros(offset + message_nbytes(len(block_ids), n_values, m) + 8,
                       dtype=np.uint8)
-    size = write_message(buffer[offset:], 3, 7, np.asarray(block_ids, np.int64),
-                         n_ids, values, n_values)
-    return buffer[offset:offset + size], values
+    pos = offset + write_header(buffer[offset:], 3, 7,
+                                np.asarray(block_ids, np.int64), n_ids)
+    buffer[pos:pos + values.nbytes] = values.view(np.uint8)
+    return buffer[offset:pos + values.nbytes], values
 
 
 @pytest.mark.parametrize("offset", [0, 4])  # values 8-aligned, or not

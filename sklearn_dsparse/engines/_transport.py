@@ -34,6 +34,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..messages import copy_into
+
 #: Bytes the connection adds to a frame of less than 2 GiB.
 FRAME_PREFIX_BYTES = 4
 LONG_FRAME_PREFIX_BYTES = 12
@@ -184,8 +186,8 @@ def next_frame(fd, buf, bounds, retry_interrupted):
         if start + need > buf.shape[0]:
             if 4 + need > buf.shape[0]:
                 return TOO_LARGE, 0, 0
-            for i in range(end - start):  # to a lower address: forward is safe
-                buf[4 + i] = buf[start + i]
+            # To a lower address: a forward copy is safe.
+            copy_into(buf[4:], buf[start:end])
             end = bounds[1] = 4 + end - start
             start = bounds[0] = 4
         n = _read(fd, buf.ctypes.data + end, buf.shape[0] - end)
