@@ -20,10 +20,11 @@ from numba import njit
 from sklearn.exceptions import ConvergenceWarning
 
 from . import _lazy
-from .accounting import CommunicationStats, History
+from .accounting import CommunicationStats, History, new_counters
 from .blocks import BlockPartition
-from .engines import engine_for
+from .engines import engine_for, round_engine_for
 from .losses import loss_value
+from .newton import NewtonMaster, fit_newton
 from .solvers import GD, SOLVERS, row_margin
 from .sparsifiers import SPARSIFIERS
 from .step_size import (auto_step_size, gram_top_eigenvalue, minibatch_smoothness,
@@ -167,12 +168,13 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
                 fit_intercept, solver, n_workers, n_blocks, blocks_per_worker,
                 sparsifier, control_variates, batch_size, step_size, max_iter, tol,
                 random_state, verbose, coef_init, n_jobs=None):
-    """Fit W by IBS rounds; see the module docstring for the objective.
+    """Fit W; see the module docstring for the objective.
 
     ``X`` is CSR float64, ``Y`` (n_samples, n_outputs) float64, ``random_state``
     a numpy RandomState (consumed once, for the seed of every stream).
     ``objective_scale`` converts F to the estimator's own objective in
-    ``history["objective"]``.
+    ``history["objective"]``.  ``solver="newton"`` runs ``newton.fit_newton``;
+    the others run epochs of IBS rounds.
     """
     n_samples = X.shape[0]
     shard_starts = split_rows(n_samples, n_workers)
@@ -190,13 +192,20 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     sparsifier = SPARSIFIERS[sparsifier](n_blocks, blocks_per_worker)
     if control_variates == "auto":
         # When every block is sent the estimate is exact: nothing to remember.
-        control_variates = sparsifier.blocks_per_worker < sparsifier.n_blocks
+        # Newton's compressed answers vanish at the optimum by themselves.
+        control_variates = solver != "newton" and \
+            sparsifier.blocks_per_worker < sparsifier.n_blocks
     problem = Problem(X=X, Y=Y, c=c, shard_starts=shard_starts, weights=weights,
                       loss=loss, penalty=penalty, fit_intercept=fit_intercept,
                       partition=partition, sparsifier=sparsifier,
                       solver_name=solver,
                       batch_size=MIN_AUTO_BATCH if batch_size == "auto" else batch_size,
                       use_control_variates=bool(control_variates))
+    W = np.zeros((n_columns, Y.shape[1])) if coef_init is None else coef_init
+    seeds = np.random.SeedSequence(random_state.randint(np.iinfo(np.int32).max))
+    if solver == "newton":
+        return _fit_newton(problem, W, seeds, objective_scale=objective_scale,
+                           max_iter=max_iter, tol=tol, verbose=verbose, n_jobs=n_jobs)
     if batch_size == "auto" and not _lazy.possible(problem):
         problem.batch_size = auto_batch_size(X, n_workers, n_columns)
     if step_size == "auto":
@@ -204,9 +213,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
         step_size = auto_step_size(sparsifier, weights, L_F, L_b)
     problem.step_size = float(step_size)
 
-    W = np.zeros((n_columns, Y.shape[1])) if coef_init is None else coef_init
     row_weights = sample_weight / total_weight
-    seeds = np.random.SeedSequence(random_state.randint(np.iinfo(np.int32).max))
     history = History()
     f0 = objective(problem, W, row_weights)
     # Losses are non-negative: a run that climbs far above both its start and
@@ -250,6 +257,46 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
             "max_iter, or the step size.", ConvergenceWarning, stacklevel=3)
     return FitResult(coef=W, n_iter=epoch, step_size=problem.step_size,
                      batch_size=problem.batch_size_used,
+                     communication=CommunicationStats(counters, wire_bytes),
+                     history=history.as_dict())
+
+
+def _fit_newton(problem, W, seeds, *, objective_scale, max_iter, tol, verbose,
+                n_jobs):
+    counters = new_counters()
+    master = NewtonMaster(problem, counters)
+    history = History()
+    started = time.perf_counter()
+
+    def record(F, W):
+        if not np.isfinite(F):
+            raise FloatingPointError(
+                f"The objective is {F} at the starting point: the data overflow the "
+                "loss. Scale X (and y for a regression), e.g. with "
+                "sklearn.preprocessing.StandardScaler.")
+        history.record(objective_scale * F, counters, time.perf_counter() - started)
+
+    def report(iteration, F, decrement, step):
+        if verbose:
+            print(f"iteration {iteration}: objective {objective_scale * F:.10g}, "
+                  f"estimated suboptimality {objective_scale * decrement / 2:.3g} "
+                  f"(before the step), step {step:.3g}, rounds {counters[0]}, "
+                  f"uplink {counters[1]} B")
+
+    with round_engine_for(n_jobs) as engine:
+        engine.start(problem, master, seeds.spawn(problem.n_workers + 1))
+        W, n_iter, converged, reason = fit_newton(
+            engine, problem, W, tol=tol, max_iter=max_iter, record=record,
+            report=report)
+        wire_bytes = engine.wire_bytes
+    if not converged:
+        warnings.warn(
+            f"The fit stopped before the estimated suboptimality fell below "
+            f"tol^2 / 2 = {tol * tol / 2:.3g} of the objective: "
+            + (reason or f"the max_iter={max_iter} iterations were reached; "
+               "increase max_iter") + ".", ConvergenceWarning, stacklevel=3)
+    return FitResult(coef=W, n_iter=n_iter, step_size=None,
+                     batch_size=problem.largest_shard,
                      communication=CommunicationStats(counters, wire_bytes),
                      history=history.as_dict())
 

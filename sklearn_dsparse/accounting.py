@@ -39,6 +39,21 @@ def count_round(counters, n_workers, n_blocks_sent, n_values, n_blocks,
     counters[3] += n_workers * message_nbytes(n_blocks, n_parameters, n_blocks)
 
 
+def add_message(counters, n_blocks_sent, n_values, n_blocks):
+    """``count_message`` for rounds driven from Python (``solver="newton"``),
+    which compile nothing."""
+    counters[1] += message_nbytes.py_func(n_blocks_sent, n_values, n_blocks)
+    counters[4] += n_blocks_sent
+
+
+def add_round(counters, n_workers, n_blocks_sent, n_values, n_blocks, n_dense_values):
+    """``count_round`` for rounds driven from Python; ``n_dense_values`` is
+    what each worker's message would carry with every block sent."""
+    counters[0] += 1
+    counters[2] += n_workers * message_nbytes.py_func(n_blocks_sent, n_values, n_blocks)
+    counters[3] += n_workers * message_nbytes.py_func(n_blocks, n_dense_values, n_blocks)
+
+
 class CommunicationStats(Mapping):
     """Read-only mapping of communication totals of a fit.
 

@@ -12,6 +12,13 @@ a fifth of a small gd round.  Each loss provides
 - ``curvature``: a bound on the largest eigenvalue of d^2 loss / d z^2, so that
   a row's smoothness is ``curvature * ||x||^2``.
 
+``solver="newton"`` works on whole shards at once, in NumPy (no kernel to
+compile): ``rows_value_derivative(Z, Y)`` gives every row's loss and d loss /
+d z for the margins Z (n_rows, n_outputs), and ``rows_second_derivative(Z)``
+the second derivative as ``diag(D[r]) - [multinomial] D[r] D[r]^T``.  They
+are the same functions as the compiled ones, vectorised (``tests/test_losses.py``
+checks that they agree).
+
 The compiled solvers call ``loss_value(loss.id, ...)`` and
 ``loss_derivative(loss.id, ...)``: the only place that knows which loss runs
 is the switch at the bottom of this file.  (Passing the compiled functions as
@@ -21,6 +28,7 @@ instead of loading it from its cache.)
 
 import numpy as np
 from numba import njit
+from scipy.special import expit, log_softmax, softmax
 
 from ._layout import at
 
@@ -83,13 +91,39 @@ def _squared_derivative(z, Y, r, out):
         out[k] = z[k] - at(Y, r, k)
 
 
-class Loss:
-    """A per-row loss: its id in the compiled switch, and a curvature bound."""
+def _logistic_rows(Z, Y):
+    z = Z[:, 0]
+    return np.logaddexp(0.0, z) - Y[:, 0] * z, expit(Z) - Y
 
-    def __init__(self, name, loss_id, curvature):
+
+def _logistic_rows_second(Z):
+    p = expit(Z)
+    return p * (1.0 - p)
+
+
+def _multinomial_rows(Z, Y):
+    log_p = log_softmax(Z, axis=1)
+    return -np.einsum("rk,rk->r", Y, log_p), np.exp(log_p) - Y
+
+
+def _squared_rows(Z, Y):
+    residual = Z - Y
+    return 0.5 * np.einsum("rk,rk->r", residual, residual), residual
+
+
+class Loss:
+    """A per-row loss: its id in the compiled switch, a curvature bound, and
+    its vectorised value, derivative and second derivative."""
+
+    def __init__(self, name, loss_id, curvature, rows, rows_second, rank_one):
         self.name = name
         self.id = loss_id
         self.curvature = curvature
+        self.rows_value_derivative = rows
+        self.rows_second_derivative = rows_second
+        #: Whether the second derivative has the rank-one part -D D^T; the
+        #: loss is then unchanged by adding one value to every output's margin.
+        self.rank_one = rank_one
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r})"
@@ -100,12 +134,13 @@ class Loss:
 
 
 #: Binary logistic loss, targets in {0, 1}, one output: log(1 + e^z) - y z.
-LOGISTIC = Loss("logistic", 0, 0.25)
+LOGISTIC = Loss("logistic", 0, 0.25, _logistic_rows, _logistic_rows_second, False)
 #: Multinomial (softmax cross-entropy) loss, one-hot targets, one output per
 #: class.  The Hessian diag(p) - p p^T has largest eigenvalue at most 1/2.
-MULTINOMIAL = Loss("multinomial", 1, 0.5)
+MULTINOMIAL = Loss("multinomial", 1, 0.5, _multinomial_rows,
+                   lambda Z: softmax(Z, axis=1), True)
 #: Half squared error 0.5 ||z - y||^2, one output per target.
-SQUARED = Loss("squared", 2, 1.0)
+SQUARED = Loss("squared", 2, 1.0, _squared_rows, np.ones_like, False)
 
 _LOSSES = {loss.name: loss for loss in (LOGISTIC, MULTINOMIAL, SQUARED)}
 

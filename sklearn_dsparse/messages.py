@@ -12,6 +12,8 @@ Wire layout, which every engine counts the same way:
 ``write_header`` (the values follow it, written in place by
 ``worker.emit_message``) and ``read_message`` are that layout in compiled
 code: a real engine moves each message as one frame of exactly these bytes.
+``encode`` and ``decode_header`` are the same layout in NumPy, for the
+rounds driven from Python (``engines/rounds.py``), which compile nothing.
 """
 
 from dataclasses import dataclass
@@ -29,6 +31,33 @@ def message_nbytes(n_blocks_sent, n_values, n_blocks_total, itemsize=VALUE_BYTES
     """Exact size of a message, in bytes."""
     ids = 0 if n_blocks_sent == n_blocks_total else n_blocks_sent * BLOCK_ID_BYTES
     return HEADER_BYTES + ids + n_values * itemsize
+
+
+#: The header as a NumPy record (the layout above).
+HEADER = np.dtype([("sender", "<u4"), ("n_ids", "<u4"), ("round", "<u8")])
+
+
+def encode(sender, rnd, block_ids, n_ids, *arrays):
+    """The frame of a message: its header, ``block_ids[:n_ids]`` and the
+    bytes of ``arrays`` (values), as one uint8 array."""
+    ids = np.asarray(block_ids[:n_ids], dtype="<i4")
+    header = np.array([(sender, n_ids, rnd)], dtype=HEADER)
+    return np.concatenate([header.view(np.uint8), ids.view(np.uint8)]
+                          + [np.ascontiguousarray(a).view(np.uint8) for a in arrays])
+
+
+def decode_header(frame):
+    """(sender, n_ids, round, block ids) of the frame (a uint8 array), or
+    None when it is shorter than its header and ids."""
+    if frame.nbytes < HEADER_BYTES:
+        return None
+    header = frame[:HEADER_BYTES].view(HEADER)[0]
+    n_ids = int(header["n_ids"])
+    end = HEADER_BYTES + n_ids * BLOCK_ID_BYTES
+    if frame.nbytes < end:
+        return None
+    return (int(header["sender"]), n_ids, int(header["round"]),
+            frame[HEADER_BYTES:end].view("<i4").astype(np.int32))
 
 
 @njit(cache=True)

@@ -35,7 +35,8 @@ def data(kind, layout):
 def fit(kind, X, y, **params):
     est = (DistributedSparseLogisticRegression(C=0.5) if kind == "classifier"
            else DistributedSparseRidge(alpha=1.0))
-    return est.set_params(**{"max_iter": 2, "tol": 0, "random_state": 0, **params}).fit(X, y)
+    return est.set_params(**{"solver": "saga", "max_iter": 2, "tol": 0, "random_state": 0,
+                             **params}).fit(X, y)
 
 
 def alive(pid):
@@ -322,3 +323,118 @@ def test_worker_processes_need_a_posix_system(monkeypatch):
     X, y = data("classifier", "sparse")
     with pytest.raises(NotImplementedError, match="POSIX.*n_jobs=None"):
         fit("classifier", X, y, n_workers=4, n_jobs=2)
+
+
+# solver="newton": rounds driven from Python over the standard library's
+# connections (engines/rounds.py).
+
+def newton_fit(kind, X, y, **params):
+    return fit(kind, X, y, **{"solver": "newton", "max_iter": 4, **params})
+
+
+@pytest.mark.parametrize("n_workers", [2, 7, 32])
+@pytest.mark.parametrize("layout", ["sparse", "dense"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+@pytest.mark.parametrize("sparsifier", ["none", "independent"])
+def test_loky_newton_gives_the_in_process_model_bitwise(sparsifier, kind, layout,
+                                                        n_workers):
+    X, y = data(kind, layout)
+    local = newton_fit(kind, X, y, sparsifier=sparsifier, n_workers=n_workers)
+    remote = newton_fit(kind, X, y, sparsifier=sparsifier, n_workers=n_workers,
+                        n_jobs=2)
+    assert_array_equal(remote.coef_, local.coef_)
+    assert_array_equal(remote.intercept_, local.intercept_)
+    assert np.any(local.coef_ != 0)
+    for key in ("rounds", "uplink_bytes", "downlink_bytes", "blocks_sent"):
+        assert remote.communication_[key] == local.communication_[key]
+    assert_array_equal(remote.history_["objective"], local.history_["objective"])
+
+
+def test_loky_newton_multinomial_and_l1_bitwise():
+    from conftest import abalone_classes
+    X, y = abalone_classes()
+    X, y = X[:900], y[:900]
+    params = dict(C=2.0, l1_ratio=0.5, solver="newton", n_workers=6, tol=1e-6,
+                  random_state=0)
+    local = DistributedSparseLogisticRegression(**params).fit(X, y)
+    remote = DistributedSparseLogisticRegression(n_jobs=2, **params).fit(X, y)
+    assert local.coef_.shape == (3, X.shape[1])
+    assert_array_equal(remote.coef_, local.coef_)
+    assert_array_equal(remote.intercept_, local.intercept_)
+
+
+def test_newton_measured_wire_bytes():
+    X, y = data("classifier", "sparse")
+    est = newton_fit("classifier", X, y, n_workers=7, n_jobs=2, max_iter=10)
+    comm = est.communication_
+    assert comm["wire_uplink_payload_bytes"] == comm["uplink_bytes"]
+    assert comm["wire_uplink_framing_bytes"] == 4 * comm["rounds"] * 7
+    # the broadcast goes once to each of the 2 processes, not to each worker
+    assert comm["wire_downlink_payload_bytes"] == comm["downlink_bytes"] * 2 // 7
+    assert comm["wire_downlink_framing_bytes"] == 4 * comm["rounds"] * 2
+
+
+def test_dask_cluster_gives_the_in_process_newton_model_bitwise(dask_client):
+    for kind in ("classifier", "regressor"):
+        X, y = data(kind, "sparse")
+        local = newton_fit(kind, X, y, n_workers=7, sparsifier="independent")
+        with parallel_config(backend="dask"):
+            remote = newton_fit(kind, X, y, n_workers=7, sparsifier="independent",
+                                n_jobs=2)
+        assert_array_equal(remote.coef_, local.coef_)
+        assert_array_equal(remote.intercept_, local.intercept_)
+
+
+def newton_interrupting(monkeypatch, action, at_round=3):
+    """Make JoblibRoundEngine call ``action(engine)`` before round ``at_round``."""
+    from sklearn_dsparse.engines import JoblibRoundEngine
+    original = JoblibRoundEngine.round
+    seen = {"rounds": 0}
+
+    def round(self, op, payload):
+        seen["rounds"] += 1
+        seen["engine"] = self
+        if seen["rounds"] == at_round:
+            action(self)
+        return original(self, op, payload)
+
+    monkeypatch.setattr(JoblibRoundEngine, "round", round)
+    return seen
+
+
+def test_newton_killed_worker_process_fails_fast_and_cleans_up(monkeypatch):
+    X, y = data("classifier", "sparse")
+    seen = newton_interrupting(monkeypatch,
+                               lambda e: os.kill(e.pids[0], signal.SIGKILL))
+    start = time.monotonic()
+    with pytest.raises(WorkerProcessError, match="killed or crashed|worker task failed"):
+        newton_fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=20)
+    assert time.monotonic() - start < 60
+    engine = seen["engine"]
+    assert wait_until_gone(engine.pids) == []
+    with pytest.raises(OSError):  # the port is closed
+        Client(engine.master_address, authkey=b"x")
+
+
+def test_newton_keyboard_interrupt_stops_the_workers(monkeypatch):
+    X, y = data("classifier", "sparse")
+
+    def interrupt(engine):
+        raise KeyboardInterrupt
+
+    seen = newton_interrupting(monkeypatch, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        newton_fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=20)
+    engine = seen["engine"]
+    assert not engine._thread.is_alive()
+    with pytest.raises(OSError):
+        Client(engine.master_address, authkey=b"x")
+
+
+def test_newton_runs_where_the_compiled_transport_cannot(monkeypatch):
+    # The round engine uses multiprocessing.connection only: no POSIX needed.
+    monkeypatch.setattr(os, "name", "nt")
+    X, y = data("classifier", "sparse")
+    local = newton_fit("classifier", X, y, n_workers=4)
+    remote = newton_fit("classifier", X, y, n_workers=4, n_jobs=2)
+    assert_array_equal(remote.coef_, local.coef_)

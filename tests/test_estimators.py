@@ -24,10 +24,10 @@ ESTIMATORS = [DistributedSparseLogisticRegression, DistributedSparseRidge,
               DistributedSparseElasticNet, DistributedSparseLasso]
 
 SAMPLE_WEIGHT_REASON = (
-    "sample_weight is not equivalent to removing/repeating samples for a "
-    "stochastic solver: repeated rows change the shards and the rows each random "
-    "stream draws, so the iterates differ at any finite tolerance; the optima "
-    "agree (test_integer_sample_weight_equals_repeated_rows).")
+    "sample_weight is not equivalent to removing/repeating samples at the default "
+    "tol: repeated rows change the shards, hence the local Hessians (and the rows "
+    "each random stream draws), so the iterates differ at any finite tolerance; "
+    "the optima agree (test_integer_sample_weight_equals_repeated_rows).")
 
 
 def expected_failed_checks(estimator):
@@ -56,12 +56,10 @@ def test_class_weight_matches_scikit_learn():
     ref = LogisticRegression(C=0.1, class_weight=weights, solver="newton-cholesky",
                              tol=1e-12).fit(X, y)
     est = DistributedSparseLogisticRegression(
-        C=0.1, class_weight=weights, batch_size=1, tol=1e-8, max_iter=5000,
-        random_state=0).fit(X, y)
+        C=0.1, class_weight=weights, tol=1e-8, random_state=0).fit(X, y)
     assert relative_error(est, ref.coef_, ref.intercept_) < 1e-4
     balanced = DistributedSparseLogisticRegression(
-        C=0.1, class_weight="balanced", batch_size=1, tol=1e-8, max_iter=5000,
-        random_state=0).fit(X, y)
+        C=0.1, class_weight="balanced", tol=1e-8, random_state=0).fit(X, y)
     ref = LogisticRegression(C=0.1, class_weight="balanced", solver="newton-cholesky",
                              tol=1e-12).fit(X, y)
     assert relative_error(balanced, ref.coef_, ref.intercept_) < 1e-4
@@ -71,7 +69,7 @@ def test_integer_sample_weight_equals_repeated_rows():
     X, y = abalone_classes()
     X, y = X[:600], y[:600]
     weights = np.random.RandomState(0).randint(0, 4, size=X.shape[0])
-    params = dict(C=0.5, batch_size=1, tol=1e-9, max_iter=5000, random_state=0)
+    params = dict(C=0.5, tol=1e-9, random_state=0)
     weighted = DistributedSparseLogisticRegression(**params).fit(
         X, y, sample_weight=weights)
     repeated = DistributedSparseLogisticRegression(**params).fit(
@@ -85,15 +83,14 @@ def test_no_penalty_and_no_intercept_match_scikit_learn():
     ref = LogisticRegression(C=np.inf, fit_intercept=False, solver="newton-cholesky",
                              tol=1e-12).fit(X, y)
     est = DistributedSparseLogisticRegression(
-        C=np.inf, fit_intercept=False, batch_size=1, tol=1e-9, max_iter=5000,
-        random_state=0).fit(X, y)
+        C=np.inf, fit_intercept=False, tol=1e-9, random_state=0).fit(X, y)
     assert_array_equal(est.intercept_, [0.0])
     assert relative_error(est, ref.coef_, ref.intercept_) < 1e-4
 
 
 def test_lasso_is_elastic_net_with_l1_ratio_one():
     X, y = load("abalone_scale")
-    params = dict(alpha=0.05, random_state=0, batch_size=1, tol=1e-9, max_iter=3000)
+    params = dict(alpha=0.05, random_state=0, tol=1e-9)
     lasso = DistributedSparseLasso(**params).fit(X, y)
     enet = DistributedSparseElasticNet(l1_ratio=1.0, **params).fit(X, y)
     assert_array_equal(lasso.coef_, enet.coef_)
@@ -103,7 +100,7 @@ def test_lasso_is_elastic_net_with_l1_ratio_one():
 def test_ridge_two_dimensional_y_fits_each_target():
     X, y = load("abalone_scale")
     Y = np.column_stack([y, -2 * y + 1])
-    params = dict(alpha=10.0, batch_size=1, tol=1e-9, max_iter=3000, random_state=0)
+    params = dict(alpha=10.0, tol=1e-9, random_state=0)
     both = DistributedSparseRidge(**params).fit(X, Y)
     assert both.coef_.shape == (2, X.shape[1]) and both.intercept_.shape == (2,)
     single = DistributedSparseRidge(**params).fit(X, y)
@@ -125,7 +122,8 @@ def test_predict_proba_is_consistent():
 def test_fitted_attributes_and_history():
     pd = pytest.importorskip("pandas")
     X, y = small_binary()
-    est = DistributedSparseLogisticRegression(max_iter=7, tol=0, random_state=0)
+    est = DistributedSparseLogisticRegression(solver="saga", max_iter=7, tol=0,
+                                              random_state=0)
     with pytest.warns(ConvergenceWarning, match="max_iter=7"):
         est.fit(X, y)
     assert est.n_iter_ == 7
@@ -289,7 +287,7 @@ def test_diverging_step_stops_with_a_hint(solver):
 def test_auto_batch_size_follows_the_width_of_the_data():
     X, y = load("news20")
     y = (y == 1).astype(int)
-    params = dict(max_iter=4, tol=0, random_state=0)
+    params = dict(solver="saga", max_iter=4, tol=0, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         # Compressed rounds cost O(n_features): the batch grows until the rows
@@ -298,12 +296,12 @@ def test_auto_batch_size_follows_the_width_of_the_data():
         small = DistributedSparseLogisticRegression(n_workers=16, batch_size=16,
                                                     **params).fit(X, y)
         # One worker sends every block: lazy rounds cost O(nnz), 16 rows.
-        single = DistributedSparseLogisticRegression(n_workers=1, max_iter=1
-                                                     ).fit(X[:500], y[:500])
+        single = DistributedSparseLogisticRegression(solver="saga", n_workers=1,
+                                                     max_iter=1).fit(X[:500], y[:500])
         gd = DistributedSparseLogisticRegression(n_workers=3, solver="gd", max_iter=1
                                                  ).fit(X[:500], y[:500])
-        narrow = DistributedSparseLogisticRegression(n_workers=16, max_iter=1
-                                                     ).fit(*small_binary())
+        narrow = DistributedSparseLogisticRegression(solver="saga", n_workers=16,
+                                                     max_iter=1).fit(*small_binary())
     expected = int(np.ceil(2 * (X.shape[1] + 1) / (16 * X.nnz / X.shape[0])))
     assert wide.batch_size_ == expected == 98
     assert small.batch_size_ == 16

@@ -72,7 +72,8 @@ def test_lazy_rounds_are_used_only_where_they_apply():
                            dict(n_workers=4), dict(n_workers=1, l1_ratio=0.5),
                            dict(n_workers=1, solver="gd"),
                            dict(n_workers=1, control_variates=True)]:
-                DistributedSparseLogisticRegression(max_iter=1, **params).fit(X, y)
+                DistributedSparseLogisticRegression(
+                    **{"solver": "saga", "max_iter": 1, **params}).fit(X, y)
     finally:
         _lazy.applies = original
         _lazy.cheaper = cheaper
@@ -82,7 +83,7 @@ def test_lazy_rounds_are_used_only_where_they_apply():
 def test_lazy_rounds_are_chosen_when_the_model_is_wider_than_a_round():
     X, y = load("a1a")  # 124 parameter rows, ~14 non-zeros per row
     fit = lambda **params: DistributedSparseLogisticRegression(
-        n_workers=1, max_iter=1, **params).fit(X, y)
+        solver="saga", n_workers=1, max_iter=1, **params).fit(X, y)
     seen = []
     original = _lazy.cheaper
     _lazy.cheaper = lambda problem: seen.append(original(problem)) or seen[-1]

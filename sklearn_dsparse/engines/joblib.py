@@ -1,12 +1,9 @@
-"""Workers as long-lived tasks on the active joblib backend (loky, Dask, ...).
+"""Workers as long-lived tasks on the active joblib backend (loky, Dask, ...),
+running the one-step-per-round solvers (``gd``, ``sgd``, ``saga``).
 
-The driver is the master.  It listens on an authenticated
-``multiprocessing.connection.Listener`` (a fresh random key per fit) and
-launches ``n_procs = min(n_jobs, n_workers)`` tasks through ``joblib.Parallel``
-on whatever backend is active (loky by default; ``parallel_config(backend=
-"dask")`` sends them to a Dask cluster).  Each task connects back, receives the
-shards and state of the logical workers it hosts, and then, every round, runs
-the two halves of ``worker.worker_round`` for each of them, sends their
+The tasks are launched and connected as ``_tasks`` describes.  Each receives
+the shards and state of the logical workers it hosts, and then, every round,
+runs the two halves of ``worker.worker_round`` for each of them, sends their
 messages, receives the master's broadcast (the aggregated message on the
 union of the blocks sent) and applies ``master.step_from_broadcast`` to its
 own replica of W and hbar.  The master applies the same step to the same
@@ -27,24 +24,11 @@ On wide models a round is memory-bound, so nothing is copied that need not
 be: a worker emits its message straight into its frame, the master
 aggregates from its read buffer into A, which lies in its broadcast frame,
 and every node steps from the broadcast message itself.
-
-The master's address is ``SKLEARN_DSPARSE_MASTER_ADDRESS`` (default
-127.0.0.1; set it to an address the cluster's workers can reach), and tasks
-that have not connected after ``SKLEARN_DSPARSE_CONNECT_TIMEOUT`` seconds
-(default 60) make the fit fail: the backend could not run them all at once.
 """
 
 import os
-import queue
-import socket
-import threading
-import time
-from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Listener
 
 import numpy as np
-from joblib import Parallel, delayed, parallel_config
-from joblib.parallel import get_active_backend
 from numba import njit
 
 from .._layout import flat, kernel_view, n_outputs
@@ -55,10 +39,11 @@ from ..messages import (BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES, _get_uint,
                         read_message, write_header)
 from ..solvers import GD, SAGA, init_saga_table
 from ..worker import emit_message, message_values, worker_estimate
+from . import _tasks
+from ._tasks import WIRE_BYTES, TaskEngine, WorkerProcessError
 from ._transport import (EINTR, FRAME_PREFIX_BYTES, LONG_FRAME_PREFIX_BYTES, OK,
-                         check, describe, next_frame, no_delay, prefix_bytes, write_all,
+                         check, describe, next_frame, prefix_bytes, write_all,
                          write_prefix)
-from .base import Engine
 
 # The master's command: the number of rounds of the next epoch (uint64), 0 to stop.
 COMMAND_BYTES = 8
@@ -82,10 +67,6 @@ DRAW_AHEAD_VALUES = 1 << 16
 # parameters, waking the tasks once per round is worth more; at 1e6, moving
 # and applying the broadcast (milliseconds) while the master steps is.
 MAX_DEFERRED_PARAMETERS = 1 << 18
-
-
-class WorkerProcessError(RuntimeError):
-    """A worker task died or could not be started."""
 
 
 @njit(cache=True)
@@ -302,9 +283,6 @@ def _serve_epochs(fd, buf, bounds, state, u_blocks, u_rows, broadcast_with_comma
 # and where a frame that is not the expected message lies.
 _PROGRESS = (_ROUND, _STREAM, _FRAME, _PENDING_BEGIN, _PENDING_END, _COMMANDED,
              _BAD_OFFSET, _BAD_SIZE) = range(8)
-#: The order of the master's byte counters of the connections (``wire``).
-WIRE_BYTES = ("uplink_payload_bytes", "uplink_framing_bytes",
-              "downlink_payload_bytes", "downlink_framing_bytes")
 
 
 @njit(cache=True, nogil=True)
@@ -489,28 +467,16 @@ class _WorkerGroup:
                 check(status)
 
 
+def _host_epochs(conn):
+    _WorkerGroup(conn.recv()).run(conn.fileno())
+
+
 def serve(address, authkey):
     """The body of a worker task: host logical workers until told to stop."""
-    from threadpoolctl import threadpool_limits
-
-    try:
-        conn = Client(address, authkey=authkey)
-    except OSError:
-        return  # the fit ended (or failed) before this task could start
-    try:
-        no_delay(conn)  # both ends: rounds are small writes
-        conn.send(os.getpid())
-        # Workers share the cores with each other: one BLAS thread each.
-        with threadpool_limits(1):
-            group = _WorkerGroup(conn.recv())
-            group.run(conn.fileno())
-    except (EOFError, OSError):
-        return  # the master has gone; it reports why
-    finally:
-        conn.close()
+    _tasks.serve(address, authkey, _host_epochs)
 
 
-class JoblibEngine(Engine):
+class JoblibEngine(TaskEngine):
     """Run the workers as ``n_jobs`` long-lived tasks of the active joblib backend."""
 
     def __init__(self, n_jobs):
@@ -519,52 +485,18 @@ class JoblibEngine(Engine):
                 f"n_jobs={n_jobs} runs the workers in other processes, which talk "
                 "to the driver with the C library's read and write on sockets: "
                 "that needs a POSIX system (Linux, macOS). Use n_jobs=None here.")
-        self.n_jobs = n_jobs
-        self.address = os.environ.get("SKLEARN_DSPARSE_MASTER_ADDRESS", "127.0.0.1")
-        self.timeout = float(os.environ.get("SKLEARN_DSPARSE_CONNECT_TIMEOUT", 60))
-        self._conns = []
+        super().__init__(n_jobs)
         self._round_args = None  # set once every task has its workers
-        self._listener = None
-        self._thread = None
-        self._task_errors = []
         self._in_epoch = False
-        self._closing = False
-        self._accepted = None
-        self.pids = []
 
     def start(self, problem, coef, seed_sequences):
         pb = self.problem = problem
         n = pb.n_workers
-        backend, _ = get_active_backend()
-        n_procs = min(n, self._effective_n_jobs(backend))
-        groups = np.array_split(np.arange(n), n_procs)
+        # ``serve`` is looked up here, not bound at import: a benchmark swaps it.
+        groups = self._launch(n, serve)
+        n_procs = len(groups)
         self._hosted = np.array([len(g) for g in groups], dtype=np.int64)
         self._first_hosted = np.array([g[0] for g in groups], dtype=np.int64)
-        key = os.urandom(32)
-        self._listener = Listener((self.address, 0), authkey=key, backlog=n_procs)
-        self.master_address = self._listener.address
-        accepted = self._accepted = queue.Queue()
-        threading.Thread(target=self._accept, args=(accepted,), daemon=True).start()
-        self._thread = threading.Thread(
-            target=self._run_tasks, args=(backend, n_procs, self.master_address, key),
-            daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + self.timeout
-        while len(self._conns) < n_procs:
-            self._raise_task_error()
-            if time.monotonic() > deadline:
-                raise WorkerProcessError(
-                    f"only {len(self._conns)} of {n_procs} worker tasks started within "
-                    f"{self.timeout:g} s: the joblib backend cannot run them all at "
-                    f"once. Lower n_jobs (or n_workers), or give the backend more "
-                    f"workers; SKLEARN_DSPARSE_CONNECT_TIMEOUT sets the wait.")
-            try:
-                conn = accepted.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            no_delay(conn)
-            self.pids.append(conn.recv())
-            self._conns.append(conn)
         self._W = np.array(coef, dtype=np.float64, order="C")
         p1, K = self._W.shape
         m = pb.partition.n_blocks
@@ -615,36 +547,6 @@ class JoblibEngine(Engine):
             pb.use_control_variates, 1.0 / sparsifier.scale, self._counters,
             self._wire)
         return self
-
-    def _effective_n_jobs(self, backend):
-        n_jobs = self.n_jobs
-        try:
-            return max(1, backend.effective_n_jobs(n_jobs))
-        except Exception:  # a backend without a notion of slots: trust n_jobs
-            return max(1, n_jobs if n_jobs and n_jobs > 0 else 1)
-
-    def _accept(self, accepted):
-        while not self._closing:
-            try:
-                accepted.put(self._listener.accept())
-            except (AuthenticationError, EOFError, OSError, AttributeError):
-                # A client without this fit's key is refused; keep serving
-                # until close() (which wakes this thread up by connecting).
-                continue
-
-    def _run_tasks(self, backend, n_procs, address, key):
-        try:
-            with parallel_config(backend=backend):
-                Parallel(n_jobs=n_procs)(
-                    delayed(serve)(address, key) for _ in range(n_procs))
-        except BaseException as exc:  # reported by the master's next wait
-            self._task_errors.append(exc)
-
-    def _raise_task_error(self):
-        if self._task_errors:
-            raise WorkerProcessError(
-                f"a worker task failed: {self._task_errors[0]!r}") from \
-                self._task_errors[0]
 
     def run_epoch(self, n_rounds):
         self._in_epoch = True
@@ -701,19 +603,5 @@ class JoblibEngine(Engine):
                 self._run(0)
             except WorkerProcessError:
                 pass
-        for conn in self._conns:
-            conn.close()
-        if self._listener is not None:
-            self._closing = True
-            self._listener.close()
-            # A thread blocked in accept() keeps the port open: wake it up.
-            try:
-                socket.create_connection(self.master_address, timeout=1).close()
-            except OSError:
-                pass
-            while self._accepted is not None and not self._accepted.empty():
-                self._accepted.get().close()
-        if self._thread is not None:
-            self._thread.join(timeout=self.timeout)
-        self._conns = []
+        self._close_tasks()
         self._round_args = None

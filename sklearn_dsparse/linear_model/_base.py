@@ -35,12 +35,12 @@ class DistributedSparseMixin:
 
     _parameter_constraints = {
         "fit_intercept": ["boolean"],
-        "solver": [StrOptions({"saga", "sgd", "gd"})],
+        "solver": [StrOptions({"newton", "saga", "sgd", "gd"})],
         "n_workers": [Interval(Integral, 1, None, closed="left")],
         "n_blocks": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "blocks_per_worker": [Interval(Integral, 1, None, closed="left"),
                               StrOptions({"auto"})],
-        "sparsifier": [StrOptions({"independent", "shared", "none"})],
+        "sparsifier": [StrOptions({"auto", "independent", "shared", "none"})],
         "control_variates": ["boolean", StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "step_size": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
@@ -52,8 +52,28 @@ class DistributedSparseMixin:
         "n_jobs": [Integral, None],
     }
 
+    def _resolve_sparsifier(self):
+        """The sparsifier "auto" stands for: "none" for ``solver="newton"``
+        unless blocks are asked for, "independent" otherwise."""
+        if self.sparsifier != "auto":
+            return self.sparsifier
+        blocks_given = self.n_blocks != "auto" or self.blocks_per_worker != "auto"
+        return "none" if self.solver == "newton" and not blocks_given else "independent"
+
+    def _check_solver_parameters(self):
+        if self.solver != "newton":
+            return
+        for name in ("batch_size", "step_size"):
+            if getattr(self, name) != "auto":
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} applies to solver='saga', 'sgd' "
+                    f"or 'gd'; solver='newton' uses every row and a line search. Set "
+                    f"{name}='auto', or choose one of those solvers.")
+
     def _resolve_blocks(self, n_samples, n_columns):
-        """(n_blocks, blocks_per_worker) for this data, or a ValueError naming the fix."""
+        """(sparsifier, n_blocks, blocks_per_worker) for this data, or a
+        ValueError naming the fix."""
+        sparsifier = self._resolve_sparsifier()
         if self.n_workers > n_samples:
             raise ValueError(
                 f"n_workers={self.n_workers} is larger than the number of samples "
@@ -77,14 +97,14 @@ class DistributedSparseMixin:
                 "blocks_per_worker='auto'.")
         else:
             tau = self.blocks_per_worker
-        if self.sparsifier == "none":
+        if sparsifier == "none":
             if self.blocks_per_worker not in ("auto", n_blocks):
                 raise ValueError(
                     f"sparsifier='none' sends all n_blocks={n_blocks} blocks, but "
                     f"blocks_per_worker={self.blocks_per_worker}. Set "
                     "blocks_per_worker='auto', or sparsifier='independent'.")
             tau = n_blocks
-        return n_blocks, tau
+        return sparsifier, n_blocks, tau
 
     @staticmethod
     def _validated_sample_weight(sample_weight, X):
@@ -103,13 +123,14 @@ class DistributedSparseMixin:
         """
         n_samples, n_features = X.shape
         n_columns = n_features + int(self.fit_intercept)
-        n_blocks, tau = self._resolve_blocks(n_samples, n_columns)
+        self._check_solver_parameters()
+        sparsifier, n_blocks, tau = self._resolve_blocks(n_samples, n_columns)
         result = fit_dsparse(
             _as_csr_float64(X), np.ascontiguousarray(Y, dtype=np.float64),
             sample_weight, loss=loss, penalty=penalty,
             objective_scale=objective_scale, fit_intercept=self.fit_intercept,
             solver=self.solver, n_workers=self.n_workers, n_blocks=n_blocks,
-            blocks_per_worker=tau, sparsifier=self.sparsifier,
+            blocks_per_worker=tau, sparsifier=sparsifier,
             control_variates=self.control_variates, batch_size=self.batch_size,
             step_size=self.step_size, max_iter=self.max_iter, tol=self.tol,
             random_state=check_random_state(self.random_state),
@@ -122,6 +143,7 @@ class DistributedSparseMixin:
         self.history_ = result.history
         self.n_blocks_ = n_blocks
         self.blocks_per_worker_ = tau
+        self.sparsifier_ = sparsifier
         return result.coef
 
     def _warm_start_coef(self, n_columns, Y):

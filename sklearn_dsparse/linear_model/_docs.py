@@ -4,13 +4,19 @@ SHARED_PARAMETERS = """\
     fit_intercept : bool, default=True
         Whether to fit an (unpenalised) intercept.
 
-    solver : {"saga", "sgd", "gd"}, default="saga"
-        The estimate each worker computes on its shard every round:
-        "saga", the minibatch SAGA estimate (with control variates it reaches
-        the exact optimum); "sgd", a minibatch stochastic gradient (reaches a
-        neighbourhood of the optimum whose size shrinks with the step);
-        "gd", the full local gradient (one round per epoch; ``batch_size`` is
-        not used).
+    solver : {"newton", "saga", "sgd", "gd"}, default="newton"
+        "newton" (the default: tens of rounds to the exact optimum): each
+        iteration, one round sums the workers' objectives and gradients,
+        and one round averages their local Newton directions for a vector
+        of the master's, which runs L-BFGS (OWL-QN with an L1 penalty) with
+        that average as its initial inverse Hessian and a line search
+        (``sklearn_dsparse.newton``; GIANT with the master's memory).  The
+        others take one master step per round from the estimate each worker
+        computes on its shard (the paper's algorithms, many more rounds):
+        "saga", the minibatch SAGA estimate (with control variates it
+        reaches the exact optimum); "sgd", a minibatch stochastic gradient
+        (reaches a neighbourhood of the optimum whose size shrinks with the
+        step); "gd", the full local gradient (one round per epoch).
 
     n_workers : int, default=4
         Number of logical workers; the rows are split into this many
@@ -28,19 +34,27 @@ SHARED_PARAMETERS = """\
         ``max(1, round(n_blocks / n_workers))``, which removes a fraction
         ``1 - 1 / n_workers`` of the uplink.
 
-    sparsifier : {"independent", "shared", "none"}, default="independent"
-        "independent": each worker draws its own blocks (the method);
-        "shared": all workers send the same blocks each round (parallel block
-        coordinate descent); "none": dense averaging, every block is sent.
+    sparsifier : {"auto", "independent", "shared", "none"}, default="auto"
+        "independent": each worker draws its own blocks (independent block
+        sparsification); "shared": all workers send the same blocks each
+        round (parallel block coordinate descent); "none": dense averaging,
+        every block is sent.  "auto" is "none" for ``solver="newton"``
+        (whose directions need their accuracy: compressing them costs more
+        rounds than it saves bytes, see docs/index.md) unless ``n_blocks`` or
+        ``blocks_per_worker`` is given, and "independent" otherwise.  With
+        "newton" only the direction messages are sparsified; the gradients
+        are always sent whole.  The value used is ``sparsifier_``.
 
     control_variates : bool or "auto", default="auto"
         Whether workers send ``g_i - h_i`` and keep the memory ``h_i``
         (ISEGA/DIANA) so the compression noise vanishes at the optimum.
-        "auto" turns them on whenever workers send fewer than all blocks.
+        "auto" turns them on whenever workers send fewer than all blocks,
+        except for ``solver="newton"``, whose compressed answers vanish at
+        the optimum by themselves.
 
     batch_size : int or "auto", default="auto"
         Rows per worker per round for "saga" and "sgd" (clipped to the shard
-        size).  One epoch is ``ceil(max_i N_i / batch_size)`` rounds: a larger
+        size); "newton" and "gd" use every row.  One epoch is ``ceil(max_i N_i / batch_size)`` rounds: a larger
         batch means fewer rounds (messages) per epoch and a larger safe step,
         but, once the rows of a batch overlap, more epochs to a given accuracy.
         "auto" is ``max(16, ceil(2 * (n_features + fit_intercept) /
@@ -52,16 +66,22 @@ SHARED_PARAMETERS = """\
         is ``batch_size_``.
 
     step_size : float or "auto", default="auto"
-        The master's step.  "auto" is the rule of ``sklearn_dsparse.step_size``
-        (safe for every loss, solver and sparsifier); the value used is
-        ``step_size_``.
+        The master's step for "saga", "sgd" and "gd".  "auto" is the rule of
+        ``sklearn_dsparse.step_size`` (safe for every loss, solver and
+        sparsifier); the value used is ``step_size_``.  "newton" takes its
+        steps by line search and accepts only "auto".
 
     max_iter : int, default=1000
-        Maximum number of epochs.
+        Maximum number of iterations ("newton") or epochs (the others).
 
     tol : float, default=1e-4
-        Stop when, over an epoch, the largest change of a parameter is at most
-        ``tol`` times the largest parameter.
+        "newton": stop when the estimated suboptimality, half the Newton
+        decrement (about ``g^T H^{-1} g / 2``, from the averaged local Newton
+        direction), is at most ``tol^2 / 2`` times the objective, i.e. a
+        relative suboptimality of about ``tol^2 / 2`` (5e-9 at the default;
+        ``tests/test_newton.py`` checks the bound).  The others: stop when,
+        over an epoch, the largest change of a parameter is at most ``tol``
+        times the largest parameter.
 
     random_state : int, RandomState instance or None, default=None
         Seeds one stream per worker (and one shared stream); the same seed
@@ -85,14 +105,18 @@ SHARED_PARAMETERS = """\
 
 SHARED_ATTRIBUTES = """\
     n_iter_ : int
-        Number of epochs run.
+        Number of iterations ("newton": accepted steps) or epochs run.
 
-    step_size_ : float
-        The step size used.
+    step_size_ : float or None
+        The step size used (None for "newton", whose line search chooses
+        each step).
 
     batch_size_ : int
         Rows of the largest shard each worker used per round ("saga",
-        "sgd"; every row of it for "gd").
+        "sgd"; every row of it for "newton" and "gd").
+
+    sparsifier_ : str
+        The sparsifier used ("auto" resolved).
 
     n_blocks_ : int
         The number of blocks used.
@@ -108,11 +132,13 @@ SHARED_ATTRIBUTES = """\
         sent) and 8 bytes per value.
 
     history_ : dict of ndarray
-        One entry per epoch, the starting point first: ``objective`` (the
-        objective as written above), ``rounds`` and ``uplink_bytes``
-        (cumulative) and ``seconds`` (cumulative time spent fitting: the
-        workers' set-up and rounds, not the objective evaluations recorded
-        here).  ``pandas.DataFrame(est.history_)``.
+        One entry per epoch ("newton": per accepted step), the starting point
+        first: ``objective`` (the objective as written above), ``rounds`` and
+        ``uplink_bytes`` (cumulative) and ``seconds`` (cumulative time spent
+        fitting: the workers' set-up and rounds, not the objective
+        evaluations the other solvers' history needs; "newton" has its
+        objective from the workers' own messages).
+        ``pandas.DataFrame(est.history_)``.
 
     n_features_in_ : int
         Number of features seen during fit.

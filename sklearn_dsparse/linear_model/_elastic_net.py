@@ -48,9 +48,9 @@ class DistributedSparseElasticNet(RegressorMixin, DistributedSparseRegressorMixi
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
     }
 
-    def __init__(self, alpha=1.0, *, l1_ratio=0.5, fit_intercept=True, solver="saga",
+    def __init__(self, alpha=1.0, *, l1_ratio=0.5, fit_intercept=True, solver="newton",
                  n_workers=4, n_blocks="auto", blocks_per_worker="auto",
-                 sparsifier="independent", control_variates="auto", batch_size="auto",
+                 sparsifier="auto", control_variates="auto", batch_size="auto",
                  step_size="auto", max_iter=1000, tol=1e-4, random_state=None,
                  verbose=0, warm_start=False, n_jobs=None):
         self.alpha = alpha
@@ -88,8 +88,8 @@ class DistributedSparseLasso(DistributedSparseElasticNet):
         k: v for k, v in DistributedSparseElasticNet._parameter_constraints.items()
         if k != "l1_ratio"}
 
-    def __init__(self, alpha=1.0, *, fit_intercept=True, solver="saga", n_workers=4,
-                 n_blocks="auto", blocks_per_worker="auto", sparsifier="independent",
+    def __init__(self, alpha=1.0, *, fit_intercept=True, solver="newton", n_workers=4,
+                 n_blocks="auto", blocks_per_worker="auto", sparsifier="auto",
                  control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
                  warm_start=False, n_jobs=None):

@@ -75,8 +75,8 @@ class DistributedSparseLogisticRegression(
     }
 
     def __init__(self, C=1.0, *, l1_ratio=0.0, class_weight=None,
-                 fit_intercept=True, solver="saga", n_workers=4, n_blocks="auto",
-                 blocks_per_worker="auto", sparsifier="independent",
+                 fit_intercept=True, solver="newton", n_workers=4, n_blocks="auto",
+                 blocks_per_worker="auto", sparsifier="auto",
                  control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
                  warm_start=False, n_jobs=None):

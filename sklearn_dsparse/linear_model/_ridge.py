@@ -40,8 +40,8 @@ class DistributedSparseRidge(RegressorMixin, DistributedSparseRegressorMixin,
         "alpha": [Interval(Real, 0, None, closed="left")],
     }
 
-    def __init__(self, alpha=1.0, *, fit_intercept=True, solver="saga", n_workers=4,
-                 n_blocks="auto", blocks_per_worker="auto", sparsifier="independent",
+    def __init__(self, alpha=1.0, *, fit_intercept=True, solver="newton", n_workers=4,
+                 n_blocks="auto", blocks_per_worker="auto", sparsifier="auto",
                  control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
                  warm_start=False, n_jobs=None):

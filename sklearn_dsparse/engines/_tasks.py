@@ -1,0 +1,160 @@
+"""Long-lived worker tasks on the active joblib backend, connected back to the
+driver: what every multi-process engine shares.
+
+The driver listens on an authenticated ``multiprocessing.connection.Listener``
+(a fresh random key per fit) and launches ``n_procs = min(n_jobs,
+n_workers)`` tasks through ``joblib.Parallel`` on whatever backend is active
+(loky by default; ``parallel_config(backend="dask")`` sends them to a Dask
+cluster).  Each task runs ``serve(address, key, host)``: it connects back,
+sends its process id and hands the connection to ``host``, the engine's own
+loop, until the driver says stop or goes away.
+
+The master's address is ``SKLEARN_DSPARSE_MASTER_ADDRESS`` (default
+127.0.0.1; set it to an address the cluster's workers can reach), and tasks
+that have not connected after ``SKLEARN_DSPARSE_CONNECT_TIMEOUT`` seconds
+(default 60) make the fit fail: the backend could not run them all at once.
+"""
+
+import os
+import queue
+import socket
+import threading
+import time
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Listener
+
+import numpy as np
+from joblib import Parallel, delayed, parallel_config
+from joblib.parallel import get_active_backend
+
+from ._transport import no_delay
+from .base import Engine
+
+
+#: The order of an engine's byte counters of the connections (``wire_bytes``).
+WIRE_BYTES = ("uplink_payload_bytes", "uplink_framing_bytes",
+              "downlink_payload_bytes", "downlink_framing_bytes")
+
+
+class WorkerProcessError(RuntimeError):
+    """A worker task died or could not be started."""
+
+
+def serve(address, authkey, host):
+    """The body of a worker task: connect, then ``host(conn)`` until the end."""
+    from threadpoolctl import threadpool_limits
+
+    try:
+        conn = Client(address, authkey=authkey)
+    except OSError:
+        return  # the fit ended (or failed) before this task could start
+    try:
+        no_delay(conn)  # both ends: rounds are small writes
+        conn.send(os.getpid())
+        # Workers share the cores with each other: one BLAS thread each.
+        with threadpool_limits(1):
+            host(conn)
+    except (EOFError, OSError):
+        return  # the master has gone; it reports why
+    finally:
+        conn.close()
+
+
+class TaskEngine(Engine):
+    """An engine whose workers run as ``n_jobs`` long-lived tasks of the
+    active joblib backend; ``_launch`` starts them, ``_close_tasks`` ends
+    them."""
+
+    def __init__(self, n_jobs):
+        self.n_jobs = n_jobs
+        self.address = os.environ.get("SKLEARN_DSPARSE_MASTER_ADDRESS", "127.0.0.1")
+        self.timeout = float(os.environ.get("SKLEARN_DSPARSE_CONNECT_TIMEOUT", 60))
+        self._conns = []
+        self._listener = None
+        self._thread = None
+        self._task_errors = []
+        self._closing = False
+        self._accepted = None
+        self.pids = []
+
+    def _launch(self, n_workers, task):
+        """Start the tasks, each running ``task(address, key)``, and wait for
+        their connections; return the worker ids each task hosts (consecutive
+        ranges, in the order of ``self._conns``)."""
+        backend, _ = get_active_backend()
+        n_procs = min(n_workers, self._effective_n_jobs(backend))
+        groups = np.array_split(np.arange(n_workers), n_procs)
+        key = os.urandom(32)
+        self._listener = Listener((self.address, 0), authkey=key, backlog=n_procs)
+        self.master_address = self._listener.address
+        accepted = self._accepted = queue.Queue()
+        threading.Thread(target=self._accept, args=(accepted,), daemon=True).start()
+        self._thread = threading.Thread(
+            target=self._run_tasks,
+            args=(backend, n_procs, task, self.master_address, key), daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.timeout
+        while len(self._conns) < n_procs:
+            self._raise_task_error()
+            if time.monotonic() > deadline:
+                raise WorkerProcessError(
+                    f"only {len(self._conns)} of {n_procs} worker tasks started within "
+                    f"{self.timeout:g} s: the joblib backend cannot run them all at "
+                    f"once. Lower n_jobs (or n_workers), or give the backend more "
+                    f"workers; SKLEARN_DSPARSE_CONNECT_TIMEOUT sets the wait.")
+            try:
+                conn = accepted.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            no_delay(conn)
+            self.pids.append(conn.recv())
+            self._conns.append(conn)
+        return groups
+
+    def _effective_n_jobs(self, backend):
+        n_jobs = self.n_jobs
+        try:
+            return max(1, backend.effective_n_jobs(n_jobs))
+        except Exception:  # a backend without a notion of slots: trust n_jobs
+            return max(1, n_jobs if n_jobs and n_jobs > 0 else 1)
+
+    def _accept(self, accepted):
+        while not self._closing:
+            try:
+                accepted.put(self._listener.accept())
+            except (AuthenticationError, EOFError, OSError, AttributeError):
+                # A client without this fit's key is refused; keep serving
+                # until close() (which wakes this thread up by connecting).
+                continue
+
+    def _run_tasks(self, backend, n_procs, task, address, key):
+        try:
+            with parallel_config(backend=backend):
+                Parallel(n_jobs=n_procs)(
+                    delayed(task)(address, key) for _ in range(n_procs))
+        except BaseException as exc:  # reported by the master's next wait
+            self._task_errors.append(exc)
+
+    def _raise_task_error(self):
+        if self._task_errors:
+            raise WorkerProcessError(
+                f"a worker task failed: {self._task_errors[0]!r}") from \
+                self._task_errors[0]
+
+    def _close_tasks(self):
+        """Close the connections (a task waiting on one ends) and the listener."""
+        for conn in self._conns:
+            conn.close()
+        if self._listener is not None:
+            self._closing = True
+            self._listener.close()
+            # A thread blocked in accept() keeps the port open: wake it up.
+            try:
+                socket.create_connection(self.master_address, timeout=1).close()
+            except OSError:
+                pass
+            while self._accepted is not None and not self._accepted.empty():
+                self._accepted.get().close()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout)
+        self._conns = []

@@ -1,0 +1,166 @@
+"""Engines for solvers whose master decides every round (``solver="newton"``).
+
+Such a fit takes tens of rounds, each a pass over every shard, so the round
+is driven from Python: ``round(op, payload)`` broadcasts an operation and a
+vector, every logical worker answers with one message
+(``NewtonWorkers.respond``), and the master (``NewtonMaster``) receives the
+messages in worker order and returns the round's result.  The in-process
+engine hands the messages over as the workers made them; the joblib engine
+moves each as one frame of ``multiprocessing.connection`` holding the bytes
+``messages`` lays out (its header, its block ids, its values), which the
+master decodes and receives in the same order, so the model is the same, bit
+for bit.  The tasks are launched as ``_tasks`` describes; this transport is
+the standard library's, so it runs wherever joblib does.
+"""
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..messages import HEADER_BYTES, VALUE_BYTES, decode_header, encode
+from ..newton import OP_STOP, NewtonWorkers, worker_spec
+from ._tasks import WIRE_BYTES, TaskEngine, WorkerProcessError, serve
+from .base import Engine
+
+#: A command: operation (uint32), 0 (uint32), round (uint64), then the payload.
+COMMAND_HEADER = np.dtype([("op", "<u4"), ("zero", "<u4"), ("round", "<u8")])
+#: ``multiprocessing.connection`` prefixes a frame with its length: 4 bytes,
+#: or 4 + 8 from 2 GiB.
+_LONG_FRAME = 0x7FFFFFFF
+
+
+def _framing(n_bytes):
+    return 4 if n_bytes <= _LONG_FRAME else 12
+
+
+class InProcessRoundEngine(Engine):
+    """Every worker in this process (``n_jobs=None``), with one BLAS thread
+    as a worker task has (the same answers, bit for bit)."""
+
+    def start(self, problem, master, seed_sequences):
+        self.master = master
+        self._counters = master.counters
+        self._limits = threadpool_limits(1)
+        self.workers = NewtonWorkers(worker_spec(problem, np.arange(problem.n_workers),
+                                                 seed_sequences))
+        return self
+
+    def close(self):
+        if getattr(self, "_limits", None) is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+
+    def round(self, op, payload):
+        self.master.begin(op, payload)
+        for worker, message in enumerate(self.workers.respond(op, payload)):
+            self.master.receive(worker, *message)
+        return self.master.finish()
+
+
+def _host_rounds(conn):
+    """A task's loop: answer every command until the stop."""
+    workers = NewtonWorkers(conn.recv())
+    n_blocks = len(workers.starts) - 1
+    while True:
+        command = conn.recv_bytes()
+        header = np.frombuffer(command, COMMAND_HEADER, count=1)[0]
+        op, rnd = int(header["op"]), int(header["round"])
+        if op == OP_STOP:
+            return
+        payload = np.frombuffer(command, np.float64, offset=COMMAND_HEADER.itemsize)
+        for worker, (ids, n_sel, values, tail) in zip(
+                workers.worker_ids, workers.respond(op, payload.copy())):
+            n_ids = 0 if n_sel == n_blocks else n_sel  # all blocks: no ids
+            conn.send_bytes(encode(worker, rnd, ids, n_ids, values, tail))
+
+
+def serve_rounds(address, authkey):
+    """The body of a worker task of ``JoblibRoundEngine``."""
+    serve(address, authkey, _host_rounds)
+
+
+class JoblibRoundEngine(TaskEngine):
+    """Run the workers as ``n_jobs`` long-lived tasks of the active joblib backend."""
+
+    def __init__(self, n_jobs):
+        super().__init__(n_jobs)
+        self._wire = np.zeros(4, dtype=np.int64)
+        self._rounds = 0
+
+    def start(self, problem, master, seed_sequences):
+        self.master = master
+        self._counters = master.counters
+        groups = self._launch(problem.n_workers, serve_rounds)
+        self._groups = groups
+        for conn, group in zip(self._conns, groups):
+            conn.send(worker_spec(problem, group, seed_sequences))
+        partition = problem.partition
+        # The values a block holds, and the ids of a message of every block.
+        self._sizes = partition.sizes * problem.Y.shape[1]
+        self._all_blocks = np.arange(partition.n_blocks, dtype=np.int32)
+        return self
+
+    def _broadcast(self, op, payload):
+        command = np.empty(COMMAND_HEADER.itemsize + payload.nbytes, dtype=np.uint8)
+        command[:COMMAND_HEADER.itemsize].view(COMMAND_HEADER)[0] = (op, 0, self._rounds)
+        command[COMMAND_HEADER.itemsize:] = payload.view(np.uint8)
+        for conn in self._conns:
+            conn.send_bytes(command)
+            self._wire[2] += command.nbytes
+            self._wire[3] += _framing(command.nbytes)
+
+    def round(self, op, payload):
+        master = self.master
+        try:
+            self._broadcast(op, np.ascontiguousarray(payload, dtype=np.float64))
+            master.begin(op, payload)
+            for conn, group in zip(self._conns, self._groups):
+                for worker in group:
+                    frame = np.frombuffer(conn.recv_bytes(), dtype=np.uint8)
+                    self._wire[0] += frame.nbytes
+                    self._wire[1] += _framing(frame.nbytes)
+                    master.receive(worker, *self._decode(op, worker, frame))
+        except (EOFError, OSError) as exc:
+            self._raise_task_error()
+            raise WorkerProcessError(
+                f"lost the connection to a worker process ({exc!r}): it was killed "
+                "or crashed. The fit is abandoned.") from exc
+        self._rounds += 1
+        return master.finish()
+
+    def _decode(self, op, worker, frame):
+        """(block_ids, n_sel, values, tail) of ``worker``'s message in ``frame``."""
+        header = decode_header(frame)
+        if header is not None:
+            sender, n_ids, rnd, ids = header
+            m = len(self._sizes)
+            if sender == worker and rnd == self._rounds and n_ids <= m and \
+                    np.all(ids < m) and np.all(ids >= 0):
+                n_sel, ids = (m, self._all_blocks) if n_ids == 0 else (n_ids, ids)
+                n_values = int(np.sum(self._sizes[ids])) + self.master.tail_length
+                start = HEADER_BYTES + 4 * n_ids
+                if frame.nbytes == start + n_values * VALUE_BYTES:
+                    data = frame[start:].copy().view(np.float64)
+                    split = n_values - self.master.tail_length
+                    return ids, n_sel, data[:split], data[split:]
+        raise WorkerProcessError(
+            f"expected the message of worker {worker} in round {self._rounds}, got "
+            f"{frame.nbytes} bytes that are not: the workers run another version of "
+            "sklearn-dsparse?")
+
+    @property
+    def wire_bytes(self):
+        """Bytes measured on the connections: payload and framing, each way."""
+        return {name: int(v) for name, v in zip(WIRE_BYTES, self._wire)}
+
+    def close(self):
+        for conn in self._conns:
+            try:
+                self._broadcast_to(conn, OP_STOP)
+            except OSError:
+                pass
+        self._close_tasks()
+
+    def _broadcast_to(self, conn, op):
+        command = np.zeros(COMMAND_HEADER.itemsize, dtype=np.uint8)
+        command.view(COMMAND_HEADER)[0] = (op, 0, self._rounds)
+        conn.send_bytes(command)

@@ -1,0 +1,300 @@
+"""solver="newton": the workers' local problems and solvers, the block draws,
+the master's sums, and the iteration's guarantees (exact optimum, counted
+rounds, the meaning of tol).  Exactness against scikit-learn for every
+estimator is in test_exactness.py, engine invariance in test_engines.py."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy.optimize import approx_fprime
+
+from sklearn_dsparse import DistributedSparseLogisticRegression, DistributedSparseRidge
+from sklearn_dsparse.accounting import new_counters
+from sklearn_dsparse.local_newton import LocalProblem, LocalSolver, weighted_gram
+from sklearn_dsparse.losses import LOGISTIC, MULTINOMIAL, SQUARED
+from sklearn_dsparse.messages import HEADER_BYTES
+from sklearn_dsparse.newton import (OP_DIRECTION, OP_VALUE_GRADIENT, NewtonMaster,
+                                    NewtonWorkers, direction_payload, draw_blocks,
+                                    pseudo_gradient, worker_spec)
+from sklearn_dsparse.sparsifiers import Dense, Independent
+
+from conftest import load
+
+
+def local_problem(loss, fit_intercept, seed=0, n_rows=40, n_features=6):
+    rng = np.random.default_rng(seed)
+    X = sp.random(n_rows, n_features, density=0.5, format="csr", random_state=seed)
+    K = 3 if loss is MULTINOMIAL else 1
+    if loss is LOGISTIC:
+        Y = rng.integers(0, 2, (n_rows, 1)).astype(float)
+    elif loss is MULTINOMIAL:
+        Y = np.eye(K)[rng.integers(0, K, n_rows)]
+    else:
+        Y = rng.normal(size=(n_rows, K))
+    c = rng.uniform(0.5, 2.0, n_rows)
+    pb = LocalProblem(X, Y, c, loss, 0.3, fit_intercept)
+    W = rng.normal(scale=0.5, size=pb.shape)
+    return pb, W, (X, Y, c)
+
+
+def plain_objective(X, Y, c, loss, l2, fit_intercept, W):
+    """f_i written out row by row from the compiled per-row loss."""
+    from sklearn_dsparse.losses import loss_value
+    Xd = X.toarray()
+    coef = W[:-1] if fit_intercept else W
+    total = 0.0
+    for r in range(Xd.shape[0]):
+        z = Xd[r] @ coef + (W[-1] if fit_intercept else 0.0)
+        total += c[r] * loss_value(loss.id, np.ascontiguousarray(z), Y, r)
+    return total / Xd.shape[0] + 0.5 * l2 * float(np.sum(coef * coef))
+
+
+LOSSES = [LOGISTIC, MULTINOMIAL, SQUARED]
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda loss: loss.name)
+def test_value_and_gradient_of_a_shard(loss, fit_intercept):
+    pb, W, (X, Y, c) = local_problem(loss, fit_intercept)
+    value, grad = pb.value_gradient(W)
+    f = lambda w: plain_objective(X, Y, c, loss, 0.3, fit_intercept,  # noqa: E731
+                                  w.reshape(W.shape))
+    assert value == pytest.approx(f(W.ravel()), rel=1e-12)
+    assert_allclose(grad.ravel(), approx_fprime(W.ravel(), f, 1e-7), atol=1e-5)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda loss: loss.name)
+def test_local_hessian_its_products_and_diagonal(loss, fit_intercept):
+    pb, W, _ = local_problem(loss, fit_intercept)
+    pb.value_gradient(W)
+    pb.update_curvature()
+    mu = 0.01
+    H = np.tril(pb.hessian(mu))
+    H = H + np.tril(H, -1).T
+    # The Hessian of the gradient, by finite differences (plus mu I).
+    size = W.size
+    eps = 1e-6
+    numeric = np.empty((size, size))
+    for j in range(size):
+        step = np.zeros(size)
+        step[j] = eps
+        up = pb.value_gradient((W.ravel() + step).reshape(W.shape))[1].ravel()
+        down = pb.value_gradient((W.ravel() - step).reshape(W.shape))[1].ravel()
+        numeric[:, j] = (up - down) / (2 * eps)
+    pb.value_gradient(W)
+    assert_allclose(H, numeric + mu * np.eye(size), atol=1e-6)
+    V = np.random.default_rng(1).normal(size=W.shape)
+    assert_allclose(pb.hessian_vector(V, mu).ravel(), H @ V.ravel(), rtol=1e-12,
+                    atol=1e-12)
+    assert_allclose(pb.diagonal(mu).ravel(), np.diag(H), rtol=1e-12)
+
+
+def test_weighted_gram_is_the_lower_triangle_of_the_weighted_product():
+    X = sp.random(30, 7, density=0.4, format="csr", random_state=3)
+    X.sort_indices()
+    w = np.random.default_rng(0).uniform(size=30)
+    out = np.full((7, 7), np.nan)
+    weighted_gram(X.data, X.indices, X.indptr, w, out)
+    expected = (X.T @ sp.diags(w) @ X).toarray()
+    assert_allclose(np.tril(out), np.tril(expected), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda loss: loss.name)
+def test_local_solver_answers_the_damped_local_newton_system(loss, monkeypatch):
+    pb, W, _ = local_problem(loss, True, n_rows=200)
+    pb.value_gradient(W)
+    q = np.random.default_rng(2).normal(size=W.shape)
+    answers = {}
+    for direct in (True, False):
+        solver = LocalSolver(pb, cg_max_iter=500, cg_rtol=1e-12)
+        solver.direct = direct
+        solver.refresh()
+        solver.set_damping(1e-3)
+        answers[direct] = solver.solve(q)
+        H = np.tril(pb.hessian(solver.mu))
+        H = H + np.tril(H, -1).T
+        assert_allclose(answers[direct].ravel(), np.linalg.solve(H, q.ravel()),
+                        rtol=1e-8, atol=1e-10)
+
+
+def test_direct_or_iterative_by_their_cost():
+    pb, _, _ = local_problem(LOGISTIC, True)
+    assert LocalSolver(pb).direct  # 7 parameters
+    wide = sp.random(20, 5000, density=0.001, format="csr", random_state=0)
+    pb = LocalProblem(wide, np.zeros((20, 1)), np.ones(20), LOGISTIC, 0.1, True)
+    assert not LocalSolver(pb).direct  # a 5001^2 Hessian is never formed
+
+
+def test_block_draws_are_uniform_distinct_and_sorted():
+    rng = np.random.default_rng(0)
+    counts = np.zeros(7)
+    n_draws = 20000
+    for _ in range(n_draws):
+        ids = draw_blocks(rng, 7, 3)
+        assert len(ids) == 3 and np.all(np.diff(ids) > 0)
+        counts[ids] += 1
+    # each block is sent with probability 3/7
+    assert_allclose(counts / n_draws, 3 / 7, atol=0.015)
+
+
+def test_pseudo_gradient_is_the_minimum_norm_subgradient():
+    G = np.array([0.5, -2.0, 0.3, -0.3, 3.0])
+    w = np.array([1.0, 0.0, 0.0, 0.0, -1.0])
+    penalised = np.array([True, True, True, True, False])
+    # w > 0: G + l1; w = 0: shrunk towards 0 by l1; unpenalised: G
+    assert_allclose(pseudo_gradient(G, w, 1.0, penalised), [1.5, -1.0, 0.0, 0.0, 3.0])
+    assert pseudo_gradient(G, w, 0.0, penalised) is G
+
+
+def newton_problem(sparsifier, n_workers=5, use_control_variates=False):
+    """A Problem as _fit builds it, on 100 rows of a1a."""
+    from sklearn_dsparse._fit import Problem, split_rows
+    from sklearn_dsparse.blocks import BlockPartition
+    from sklearn_dsparse.penalties import ElasticNetPenalty
+    X, y = load("a1a")
+    X, y = X[:100], y[:100]
+    starts = split_rows(100, n_workers)
+    partition = BlockPartition(X.shape[1] + 1, 6)
+    return Problem(X=X, Y=(y > 0).astype(float)[:, None], c=np.ones(100),
+                   shard_starts=starts, weights=np.diff(starts) / 100, loss=LOGISTIC,
+                   penalty=ElasticNetPenalty(l2=0.1), fit_intercept=True,
+                   partition=partition, sparsifier=sparsifier, solver_name="newton",
+                   batch_size=16, use_control_variates=use_control_variates)
+
+
+def run_round(problem, workers, master, op, payload):
+    master.begin(op, payload)
+    for i, message in enumerate(workers.respond(op, payload)):
+        master.receive(i, *message)
+    return master.finish()
+
+
+def test_rounds_sum_in_worker_order_and_count_the_bytes():
+    problem = newton_problem(Dense(6))
+    seeds = np.random.SeedSequence(0).spawn(6)
+    workers = NewtonWorkers(worker_spec(problem, np.arange(5), seeds))
+    counters = new_counters()
+    master = NewtonMaster(problem, counters)
+    size = problem.partition.n_columns
+    W = np.random.default_rng(0).normal(scale=0.1, size=size)
+    F, G = run_round(problem, workers, master, OP_VALUE_GRADIENT, W)
+    # against the whole data as one worker
+    whole = LocalProblem(problem.X, problem.Y, problem.c, LOGISTIC, 0.1, True)
+    value, grad = whole.value_gradient(W.reshape(-1, 1))
+    assert F == pytest.approx(value, rel=1e-13)
+    assert_allclose(G, grad.ravel(), rtol=1e-12, atol=1e-15)
+    # every worker sent its gradient and its value, dense
+    assert counters[1] == 5 * (HEADER_BYTES + 8 * (size + 1))
+    assert counters[0] == 1
+    direction = run_round(problem, workers, master, OP_DIRECTION,
+                          direction_payload(G, 1e-3, True))
+    # the Jacobi-balanced average of the local answers
+    weights = [s.weights.ravel() for s in workers.solvers]
+    answers = [s.solve(G.reshape(-1, 1)).ravel() for s in workers.solvers]
+    balance = sum(w * d for w, d in zip(problem.weights, weights))
+    expected = sum(w * d * a for w, d, a in zip(problem.weights, weights, answers))
+    assert_allclose(direction, expected / balance, rtol=1e-12)
+    assert counters[0] == 2
+    # the answers, and the weights they carry at a refresh, dense
+    assert counters[1] == 5 * (HEADER_BYTES + 8 * (size + 1)) + \
+        5 * (HEADER_BYTES + 8 * 2 * size)
+    run_round(problem, workers, master, OP_DIRECTION, direction_payload(G, 1e-3, False))
+    assert counters[1] == 5 * (HEADER_BYTES + 8 * (size + 1)) + \
+        5 * (HEADER_BYTES + 8 * 2 * size) + 5 * (HEADER_BYTES + 8 * size)
+    assert counters[3] == counters[1]  # nothing compressed
+
+
+@pytest.mark.parametrize("use_control_variates", [False, True])
+def test_compressed_directions_are_unbiased(use_control_variates):
+    # The master's average of independently sparsified answers, over many
+    # draws, is the dense average (METHOD.md: unbiased for any answers).
+    problem = newton_problem(Independent(6, 2), use_control_variates=use_control_variates)
+    dense = newton_problem(Dense(6))
+    seeds = np.random.SeedSequence(1).spawn(6)
+    size = problem.partition.n_columns
+    q = np.random.default_rng(0).normal(size=size)
+    W = np.zeros(size)
+    exact_workers = NewtonWorkers(worker_spec(dense, np.arange(5), seeds))
+    exact_master = NewtonMaster(dense, new_counters())
+    run_round(dense, exact_workers, exact_master, OP_VALUE_GRADIENT, W)
+    exact = run_round(dense, exact_workers, exact_master, OP_DIRECTION,
+                      direction_payload(q, 1e-2, True))
+    workers = NewtonWorkers(worker_spec(problem, np.arange(5), seeds))
+    master = NewtonMaster(problem, new_counters())
+    run_round(problem, workers, master, OP_VALUE_GRADIENT, W)
+    draws = np.array([run_round(problem, workers, master, OP_DIRECTION,
+                                direction_payload(q, 1e-2, k == 0))
+                      for k in range(4000)])
+    spread = draws.std(axis=0) / np.sqrt(len(draws))
+    assert np.all(np.abs(draws.mean(axis=0) - exact) <= 5 * spread + 1e-12)
+    if use_control_variates:
+        # The same q every round: the memory converges, the noise vanishes.
+        assert_allclose(draws[-1], exact, rtol=1e-10, atol=1e-12)
+    else:
+        assert np.all(draws.std(axis=0) > 0)
+
+
+def test_tol_bounds_the_suboptimality_it_promises():
+    # tol^2 / 2 of the objective, estimated by the Newton decrement: the
+    # gaps reached are below it (a9a at C = 1, ill-conditioned).
+    from sklearn.linear_model import LogisticRegression
+    X, y = load("a9a")
+    ref = LogisticRegression(C=1.0, tol=1e-12, solver="newton-cholesky",
+                             max_iter=1000).fit(X, y)
+    best = DistributedSparseLogisticRegression(n_workers=4, tol=1e-10).fit(X, y)
+    F_star = best.history_["objective"][-1]
+    assert F_star == pytest.approx(_objective(X, y, ref), rel=1e-12)
+    for tol in (1e-2, 1e-3, 1e-4):
+        est = DistributedSparseLogisticRegression(n_workers=4, tol=tol).fit(X, y)
+        gap = (est.history_["objective"][-1] - F_star) / F_star
+        assert gap <= tol * tol / 2
+
+
+def _objective(X, y, clf):
+    z = X @ clf.coef_.ravel() + clf.intercept_[0]
+    yy = (y == clf.classes_[1])
+    return np.sum(np.logaddexp(0, z) - yy * z) + 0.5 * clf.coef_.ravel() @ clf.coef_.ravel()
+
+
+def test_history_records_every_iterate_without_a_pass_of_the_driver():
+    X, y = load("a5a")
+    est = DistributedSparseLogisticRegression(n_workers=8, random_state=0).fit(X, y)
+    h = est.history_
+    assert len(h["objective"]) == est.n_iter_ + 1
+    # the objective decreases at every accepted step (a line search)
+    assert np.all(np.diff(h["objective"]) < 0)
+    assert h["rounds"][-1] <= est.communication_["rounds"]
+    assert np.all(np.diff(h["uplink_bytes"]) > 0)
+
+
+def test_step_size_and_batch_size_are_refused_with_newton():
+    X, y = load("a1a")
+    for params in ({"step_size": 0.1}, {"batch_size": 8}):
+        with pytest.raises(ValueError, match="solver='newton' uses every row"):
+            DistributedSparseLogisticRegression(**params).fit(X, y)
+
+
+def test_auto_sparsifier_compresses_exactly_when_blocks_are_asked_for():
+    X, y = load("a1a")
+    plain = DistributedSparseLogisticRegression(n_workers=8, random_state=0).fit(X, y)
+    assert plain.sparsifier_ == "none"
+    assert plain.communication_["uplink_ratio"] == 1.0
+    asked = DistributedSparseLogisticRegression(n_workers=8, blocks_per_worker=1,
+                                                random_state=0).fit(X, y)
+    assert asked.sparsifier_ == "independent"
+    assert asked.communication_["uplink_ratio"] < 1.0
+    saga = DistributedSparseLogisticRegression(solver="saga", n_workers=8, max_iter=3,
+                                               random_state=0)
+    with pytest.warns(Warning):
+        saga.fit(X, y)
+    assert saga.sparsifier_ == "independent"
+
+
+def test_ridge_converges_in_one_iteration_with_one_worker():
+    # One worker's local Hessian is the Hessian: the first step is Newton's.
+    X, y = load("abalone_scale")
+    est = DistributedSparseRidge(n_workers=1, tol=1e-8).fit(X, y)
+    assert est.n_iter_ <= 2
+    assert_array_equal(est.history_["rounds"][:2], [1, 3])
