@@ -108,6 +108,8 @@ class NewtonWorkers:
         self.rngs = [np.random.default_rng(s) for s in self.seeds]
         self.h = np.zeros((len(self.problems), self.shape[0] * K)) \
             if self.use_control_variates else None
+        # The squared loss's curvature does not depend on W: one refresh.
+        self.constant_curvature = self.loss.name == "squared"
         self.n_blocks = len(self.starts) - 1
         self.all_blocks = np.arange(self.n_blocks, dtype=np.int32)
         # Flat (n_columns * K) range of each block.
@@ -133,7 +135,7 @@ class NewtonWorkers:
         sparsifier = self.sparsifier
         messages = []
         for i, solver in enumerate(self.solvers):
-            if refresh:
+            if refresh and not (self.constant_curvature and solver.damping is not None):
                 solver.refresh()
             if solver.damping != damping:
                 solver.set_damping(damping)
@@ -163,8 +165,10 @@ def worker_spec(problem, worker_ids, seed_sequences):
     ``problem``: their rows (a copy), targets, row weights and streams."""
     first, last = worker_ids[0], worker_ids[-1]
     s, e = problem.shard_starts[first], problem.shard_starts[last + 1]
+    # Every row (the in-process engine): no copy, LocalProblem makes its own.
+    X = problem.X if e - s == problem.X.shape[0] else problem.X[s:e]
     return dict(
-        worker_ids=[int(i) for i in worker_ids], X=problem.X[s:e], Y=problem.Y[s:e],
+        worker_ids=[int(i) for i in worker_ids], X=X, Y=problem.Y[s:e],
         c=problem.c[s:e], shard_starts=problem.shard_starts[first:last + 2] - s,
         seeds=[seed_sequences[i] for i in worker_ids],
         shape=(problem.partition.n_columns, problem.Y.shape[1]),

@@ -14,7 +14,7 @@ the standard library's, so it runs wherever joblib does.
 """
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ..messages import HEADER_BYTES, VALUE_BYTES, decode_header, encode
 from ..newton import OP_STOP, NewtonWorkers, worker_spec
@@ -32,6 +32,18 @@ def _framing(n_bytes):
     return 4 if n_bytes <= _LONG_FRAME else 12
 
 
+_controller = None
+
+
+def _one_blas_thread():
+    """Limit BLAS to one thread until ``restore_original_limits()``; the
+    controller (a scan of the loaded libraries, milliseconds) is made once."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1)
+
+
 class InProcessRoundEngine(Engine):
     """Every worker in this process (``n_jobs=None``), with one BLAS thread
     as a worker task has (the same answers, bit for bit)."""
@@ -39,7 +51,7 @@ class InProcessRoundEngine(Engine):
     def start(self, problem, master, seed_sequences):
         self.master = master
         self._counters = master.counters
-        self._limits = threadpool_limits(1)
+        self._limits = _one_blas_thread()
         self.workers = NewtonWorkers(worker_spec(problem, np.arange(problem.n_workers),
                                                  seed_sequences))
         return self
