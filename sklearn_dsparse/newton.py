@@ -27,9 +27,12 @@ wrong.  Two changes to plain averaging, each chosen on
   curvature along it and would answer a huge step there; weighting each
   coordinate by the shards' curvature lets the shards that see it decide.
   Exact when the local Hessians are diagonal.
-- *adaptive damping* mu_i = damping x (mean of D_i), as Levenberg and
-  Marquardt adapt theirs: the master divides ``damping`` by 4 after a unit
-  step and multiplies it by 4 after a step the line search had to shorten.
+- *adaptive damping* mu_i = damping x (mean of D_i), as a trust region
+  adapts its radius: the master divides ``damping`` by 4 after a unit step
+  that decreased F by at least 3/4 of the estimated suboptimality (what a
+  Newton step gains), and multiplies it by 4 after a step that gained less
+  than 1/4 of it or that the line search shortened.  It starts at 1: local
+  Hessians are trusted once they have proved right.
 
 A backtracking (Armijo) line search on F picks the step: each trial point is
 the next value-and-gradient round, so an accepted step costs nothing extra.
@@ -60,9 +63,13 @@ MEMORY = 10
 #: The damping of the local Hessians, relative to their mean diagonal: where
 #: it starts (with one worker, whose local Hessian is the Hessian, at the
 #: lower bound), its bounds, and its factor up or down after a step.
-INITIAL_DAMPING = 1e-2
-MIN_DAMPING, MAX_DAMPING = 1e-8, 1.0
+INITIAL_DAMPING = 1.0
+MIN_DAMPING, MAX_DAMPING = 1e-8, 100.0
 DAMPING_FACTOR = 4.0
+#: A step whose decrease is at least this fraction of the estimated
+#: suboptimality -slope / 2 (a Newton step's) lowers the damping, one below
+#: ``POOR_STEP`` (or shortened by the line search) raises it.
+GOOD_STEP, POOR_STEP = 0.75, 0.25
 #: Armijo's sufficient decrease, and the most halvings of a step.
 ARMIJO = 1e-4
 MAX_BACKTRACKS = 40
@@ -242,6 +249,17 @@ class NewtonMaster:
         return weighted / self.balance
 
 
+def _next_damping(damping, ratio, step):
+    """Trust-region style: less damping after a unit step that gained what a
+    Newton step would (``ratio``: the decrease over -slope / 2), more after a
+    poor or shortened one."""
+    if ratio >= GOOD_STEP and step == 1.0:
+        return max(MIN_DAMPING, damping / DAMPING_FACTOR)
+    if ratio < POOR_STEP or step < 1.0:
+        return min(MAX_DAMPING, damping * DAMPING_FACTOR)
+    return damping
+
+
 class _Memory:
     """The L-BFGS pairs (s, y) and the two loops around the workers'
     preconditioner (Nocedal & Wright, "Numerical Optimization", Alg. 7.4)."""
@@ -357,8 +375,7 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
                 "the line search found no decrease of the objective along the "
                 f"direction (estimated suboptimality {-slope / 2:.3g}): rounding "
                 "errors dominate, or the data overflow the loss")
-        damping = max(MIN_DAMPING, damping / DAMPING_FACTOR) if step == 1.0 else \
-            min(MAX_DAMPING, damping * DAMPING_FACTOR)
+        damping = _next_damping(damping, (F - F_trial) / (-slope / 2), step)
         memory.add(trial - w, G_trial - G)
         w, F, G = trial, F_trial, G_trial
         record(F, w.reshape(shape))
