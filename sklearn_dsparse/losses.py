@@ -115,7 +115,8 @@ class Loss:
     """A per-row loss: its id in the compiled switch, a curvature bound, and
     its vectorised value, derivative and second derivative."""
 
-    def __init__(self, name, loss_id, curvature, rows, rows_second, rank_one):
+    def __init__(self, name, loss_id, curvature, rows, rows_second, *,
+                 rank_one=False, constant_curvature=False):
         self.name = name
         self.id = loss_id
         self.curvature = curvature
@@ -124,6 +125,8 @@ class Loss:
         #: Whether the second derivative has the rank-one part -D D^T; the
         #: loss is then unchanged by adding one value to every output's margin.
         self.rank_one = rank_one
+        #: Whether the second derivative is the same at every margin.
+        self.constant_curvature = constant_curvature
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r})"
@@ -134,13 +137,14 @@ class Loss:
 
 
 #: Binary logistic loss, targets in {0, 1}, one output: log(1 + e^z) - y z.
-LOGISTIC = Loss("logistic", 0, 0.25, _logistic_rows, _logistic_rows_second, False)
+LOGISTIC = Loss("logistic", 0, 0.25, _logistic_rows, _logistic_rows_second)
 #: Multinomial (softmax cross-entropy) loss, one-hot targets, one output per
 #: class.  The Hessian diag(p) - p p^T has largest eigenvalue at most 1/2.
 MULTINOMIAL = Loss("multinomial", 1, 0.5, _multinomial_rows,
-                   lambda Z: softmax(Z, axis=1), True)
+                   lambda Z: softmax(Z, axis=1), rank_one=True)
 #: Half squared error 0.5 ||z - y||^2, one output per target.
-SQUARED = Loss("squared", 2, 1.0, _squared_rows, np.ones_like, False)
+SQUARED = Loss("squared", 2, 1.0, _squared_rows, np.ones_like,
+               constant_curvature=True)
 
 _LOSSES = {loss.name: loss for loss in (LOGISTIC, MULTINOMIAL, SQUARED)}
 

@@ -56,6 +56,7 @@ import numpy as np
 
 from .accounting import add_message, add_round
 from .local_newton import LocalProblem, LocalSolver
+from .sparsifiers import floyd_sample
 
 OP_STOP, OP_VALUE_GRADIENT, OP_DIRECTION = 0, 1, 2
 #: Pairs (s, y) the master's L-BFGS remembers.
@@ -76,15 +77,13 @@ MAX_BACKTRACKS = 40
 
 
 def draw_blocks(rng, n_blocks, blocks_per_worker):
-    """``blocks_per_worker`` distinct blocks, uniformly (Floyd's algorithm on
-    the worker's own stream, one uniform per block, as
-    ``sparsifiers.floyd_sample``), in increasing order."""
-    chosen = set()
-    for top, u in zip(range(n_blocks - blocks_per_worker, n_blocks),
-                      rng.random(blocks_per_worker)):
-        pick = min(int(u * (top + 1)), top)
-        chosen.add(top if pick in chosen else pick)
-    return np.array(sorted(chosen), dtype=np.int32)
+    """``blocks_per_worker`` distinct blocks, uniformly, in increasing order:
+    ``sparsifiers.floyd_sample`` on the worker's own stream, run as Python
+    (a few blocks: nothing to compile)."""
+    chosen = np.empty(blocks_per_worker, dtype=np.int64)
+    floyd_sample.py_func(rng.random(blocks_per_worker), n_blocks,
+                         np.zeros(n_blocks, dtype=bool), chosen)
+    return np.sort(chosen).astype(np.int32)
 
 
 def direction_payload(q, damping, refresh):
@@ -115,8 +114,6 @@ class NewtonWorkers:
         self.rngs = [np.random.default_rng(s) for s in self.seeds]
         self.h = np.zeros((len(self.problems), self.shape[0] * K)) \
             if self.use_control_variates else None
-        # The squared loss's curvature does not depend on W: one refresh.
-        self.constant_curvature = self.loss.name == "squared"
         self.n_blocks = len(self.starts) - 1
         self.all_blocks = np.arange(self.n_blocks, dtype=np.int32)
         # Flat (n_columns * K) range of each block.
@@ -142,7 +139,9 @@ class NewtonWorkers:
         sparsifier = self.sparsifier
         messages = []
         for i, solver in enumerate(self.solvers):
-            if refresh and not (self.constant_curvature and solver.damping is not None):
+            # A loss whose curvature does not depend on W needs one refresh.
+            if refresh and not (self.loss.constant_curvature and
+                                solver.damping is not None):
                 solver.refresh()
             if solver.damping != damping:
                 solver.set_damping(damping)

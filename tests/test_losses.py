@@ -69,3 +69,30 @@ def test_losses_are_finite_for_large_margins():
 def test_losses_pickle_to_themselves():
     for loss in (LOGISTIC, MULTINOMIAL, SQUARED):
         assert pickle.loads(pickle.dumps(loss)) is loss
+
+
+@pytest.mark.parametrize("loss", [LOGISTIC, MULTINOMIAL, SQUARED], ids=repr)
+def test_vectorised_rows_are_the_compiled_loss(loss):
+    # solver="newton" uses the NumPy forms: the same values, derivatives, and
+    # a second derivative that is the derivative's Jacobian.
+    rng = np.random.RandomState(2)
+    rows = list(_rows(loss, rng, 30))
+    Z = np.array([z for z, _ in rows])
+    Y = np.array([y for _, y in rows])
+    values, dZ = loss.rows_value_derivative(Z, Y)
+    D = loss.rows_second_derivative(Z)
+    for r, (z, y) in enumerate(rows):
+        assert values[r] == pytest.approx(loss_value(loss.id, z, y[None], 0), rel=1e-12)
+        out = np.empty_like(z)
+        loss_derivative(loss.id, z, y[None], 0, out)
+        np.testing.assert_allclose(dZ[r], out, rtol=1e-12, atol=1e-15)
+
+        def grad(v):
+            g = np.empty_like(v)
+            loss_derivative(loss.id, v, y[None], 0, g)
+            return g
+        jacobian = np.array([approx_fprime(z, lambda v: grad(v)[k], 1e-7)
+                             for k in range(z.size)])
+        hessian = np.diag(D[r]) - (np.outer(D[r], D[r]) if loss.rank_one else 0.0)
+        np.testing.assert_allclose(hessian, jacobian, atol=1e-6)
+    assert loss.constant_curvature == np.all(D == D[0])
