@@ -372,6 +372,25 @@ def local_newton(problem, i, x, value_at_x, grad_at_x, shift, mu, rtol=1e-8,
     return y, passes
 
 
+@njit(cache=True, inline="always")
+def _row_derivative(loss_code, z, Y, j, out):
+    """d loss / d z of row j (logistic 0, squared 1, multinomial 2); z is
+    overwritten for the multinomial."""
+    K = z.shape[0]
+    if loss_code == 0:
+        out[0] = 1.0 / (1.0 + np.exp(-z[0])) - Y[j, 0]
+    elif loss_code == 1:
+        out[0] = z[0] - Y[j, 0]
+    else:
+        top = z.max()
+        total = 0.0
+        for c in range(K):
+            z[c] = np.exp(z[c] - top)
+            total += z[c]
+        for c in range(K):
+            out[c] = z[c] / total - Y[j, c]
+
+
 @njit(cache=True)
 def _saga_epochs(indptr, indices, data, Y, R, y, x, shift, gbar, lam, penalty,
                  mu, step, rows, loss_code):
@@ -414,18 +433,9 @@ def _saga_epochs(indptr, indices, data, Y, R, y, x, shift, gbar, lam, penalty,
         for p in range(indptr[j], indptr[j + 1]):
             for c in range(K):
                 z[c] += data[p] * y[indices[p], c]
-        if loss_code == 0:
-            delta[0] = 1.0 / (1.0 + np.exp(-z[0])) - Y[j, 0] - R[j, 0]
-        elif loss_code == 1:
-            delta[0] = z[0] - Y[j, 0] - R[j, 0]
-        else:
-            top = z.max()
-            total = 0.0
-            for c in range(K):
-                z[c] = np.exp(z[c] - top)
-                total += z[c]
-            for c in range(K):
-                delta[c] = z[c] / total - Y[j, c] - R[j, c]
+        _row_derivative(loss_code, z, Y, j, delta)
+        for c in range(K):
+            delta[c] -= R[j, c]
         for p in range(indptr[j], indptr[j + 1]):
             k = indices[p]
             catch_up(k, 1)
@@ -767,18 +777,7 @@ def _adagrad_pass(indptr, indices, data, Y, order, x, lam, penalty, column_share
         for p in range(indptr[j], indptr[j + 1]):
             for c in range(K):
                 z[c] += data[p] * x[indices[p], c]
-        if loss_code == 0:
-            r[0] = 1.0 / (1.0 + np.exp(-z[0])) - Y[j, 0]
-        elif loss_code == 1:
-            r[0] = z[0] - Y[j, 0]
-        else:
-            top = z.max()
-            total = 0.0
-            for c in range(K):
-                z[c] = np.exp(z[c] - top)
-                total += z[c]
-            for c in range(K):
-                r[c] = z[c] / total - Y[j, c]
+        _row_derivative(loss_code, z, Y, j, r)
         for p in range(indptr[j], indptr[j + 1]):
             k = indices[p]
             for c in range(K):

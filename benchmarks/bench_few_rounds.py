@@ -233,41 +233,46 @@ def run(problem, X, y, kind, C, F_star, n_workers):
               "(the paper's claim: at most 1.25x)")
 
 
-def timings(problem, X, y, kind, C, F_star, repeats):
-    default = estimator(kind, C, random_state=0)
-    reference = sklearn_default(kind, C)
-    parallel = estimator(kind, C, random_state=0, n_jobs=2)
+def interleaved_medians(fits, X, y, repeats):
+    """The median seconds of each estimator's fit, the fits interleaved (the
+    machine's speed drifts), scikit-learn's max_iter warnings ignored."""
+    times = {name: [] for name in fits}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scikit-learn's max_iter, on news20
-        parallel.fit(X, y)  # starts the worker processes
-        times = {"ours": [], "sklearn": [], "n_jobs=2": []}
-        for _ in range(repeats):  # interleaved: the machine's speed drifts
-            for name, est in (("ours", default), ("sklearn", reference),
-                              ("n_jobs=2", parallel)):
+        warnings.simplefilter("ignore")
+        for _ in range(repeats):
+            for name, est in fits.items():
                 start = time.perf_counter()
                 est.fit(X, y)
                 times[name].append(time.perf_counter() - start)
-    ours, theirs, two = (float(np.median(times[k])) for k in times)
-    short = estimator(kind, C, random_state=0, max_iter=1)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def fit_warnings(est, X, y):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X, y)
+    return "no warning" if not caught else f"warned: {caught[0].message}"[:100]
+
+
+def timings(problem, X, y, kind, C, F_star, repeats):
+    default = estimator(kind, C, random_state=0)
+    warned = fit_warnings(default, X, y)
+    parallel = estimator(kind, C, random_state=0, n_jobs=2)
+    parallel.fit(X, y)  # starts the worker processes
+    t = interleaved_medians({"ours": default, "sklearn": sklearn_default(kind, C),
+                             "n_jobs=2": parallel}, X, y, repeats)
     saga_epoch = (Ridge(alpha=C, solver="saga", max_iter=1) if kind == "ridge" else
                   LogisticRegression(C=C, solver="saga", max_iter=1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        one = {"ours": [], "saga": []}
-        for _ in range(repeats):
-            for name, est in (("ours", short), ("saga", saga_epoch)):
-                start = time.perf_counter()
-                est.fit(X, y)
-                one[name].append(time.perf_counter() - start)
-    one_ours, one_saga = (float(np.median(one[k])) for k in one)
+    one = interleaved_medians({"ours": estimator(kind, C, random_state=0, max_iter=1),
+                               "saga": saga_epoch}, X, y, repeats)
     gap = (sklearn_objective(kind, C, X, y, np.atleast_2d(default.coef_),
                              default.intercept_) - F_star) / abs(F_star)
-    print(f"\n{problem} at the defaults (n_workers=4): {ours:.3f} s to gap {gap:.1e} "
-          f"({default.n_iter_} iterations, no warning), scikit-learn's default "
-          f"{theirs:.3f} s: {ours / theirs:.2f}x; n_jobs=2 {two:.3f} s: "
-          f"{two / ours:.2f}x the in-process fit; one iteration (max_iter=1) "
-          f"{one_ours:.3f} s, scikit-learn's saga one epoch {one_saga:.3f} s: "
-          f"{one_ours / one_saga:.2f}x")
+    print(f"\n{problem} at the defaults (n_workers=4): {t['ours']:.3f} s to gap "
+          f"{gap:.1e} ({default.n_iter_} iterations, {warned}), scikit-learn's "
+          f"default {t['sklearn']:.3f} s: {t['ours'] / t['sklearn']:.2f}x; n_jobs=2 "
+          f"{t['n_jobs=2']:.3f} s: {t['n_jobs=2'] / t['ours']:.2f}x the in-process "
+          f"fit; one iteration (max_iter=1) {one['ours']:.3f} s, scikit-learn's saga "
+          f"one epoch {one['saga']:.3f} s: {one['ours'] / one['saga']:.2f}x")
 
 
 def elastic_net_timings(repeats):
@@ -284,20 +289,16 @@ def elastic_net_timings(repeats):
         return float(r @ r / (2 * len(y)) + 0.5 * np.sum(np.abs(est.coef_))
                      + 0.25 * est.coef_ @ est.coef_)
 
+    ours = DistributedSparseElasticNet(random_state=0)
+    warned = fit_warnings(ours, X, y)
+    t = interleaved_medians({"ours": ours, "sklearn": ElasticNet()}, X, y, repeats)
     F_star = objective(exact)
-    ours, theirs = DistributedSparseElasticNet(random_state=0), ElasticNet()
-    times = {"ours": [], "sklearn": []}
-    for _ in range(repeats):
-        for name, est in (("ours", ours), ("sklearn", theirs)):
-            start = time.perf_counter()
-            est.fit(X, y)
-            times[name].append(time.perf_counter() - start)
-    a, b = (float(np.median(times[k])) for k in times)
     print(f"\nabalone-elasticnet at the defaults (alpha=1, l1_ratio=0.5, "
-          f"n_workers=4): {a:.3f} s to gap {(objective(ours) - F_star) / F_star:.1e} "
-          f"({ours.n_iter_} iterations, {np.sum(ours.coef_ == 0)} zeros as "
-          f"scikit-learn's {np.sum(exact.coef_ == 0)}), scikit-learn's default "
-          f"{b:.3f} s: {a / b:.2f}x")
+          f"n_workers=4): {t['ours']:.3f} s to gap "
+          f"{(objective(ours) - F_star) / F_star:.1e} ({ours.n_iter_} iterations, "
+          f"{warned}, {np.sum(ours.coef_ == 0)} zeros as scikit-learn's "
+          f"{np.sum(exact.coef_ == 0)}), scikit-learn's default {t['sklearn']:.3f} s: "
+          f"{t['ours'] / t['sklearn']:.2f}x")
 
 
 def main(argv=None):

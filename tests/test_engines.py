@@ -181,28 +181,34 @@ def test_dask_backend_with_too_few_slots_fails_clearly(dask_client, monkeypatch)
         pytest.fail("the Dask cluster did not recover")
 
 
-def interrupting(monkeypatch, action, at_epoch=2):
-    """Make JoblibEngine call ``action(engine)`` before epoch ``at_epoch``."""
-    original = JoblibEngine.run_epoch
+def interrupting(monkeypatch, action, at=2, solver="saga"):
+    """Make the joblib engine of ``solver`` call ``action(engine)`` before its
+    ``at``-th epoch (the paper's solvers) or round ("newton")."""
+    from sklearn_dsparse.engines import JoblibRoundEngine
+    engine_class, name = (JoblibRoundEngine, "round") if solver == "newton" else \
+        (JoblibEngine, "run_epoch")
+    original = getattr(engine_class, name)
     seen = {"epochs": 0}
 
-    def run_epoch(self, n_rounds):
+    def run(self, *args):
         seen["epochs"] += 1
         seen["engine"] = self
-        if seen["epochs"] == at_epoch:
+        if seen["epochs"] == at:
             action(self)
-        return original(self, n_rounds)
+        return original(self, *args)
 
-    monkeypatch.setattr(JoblibEngine, "run_epoch", run_epoch)
+    monkeypatch.setattr(engine_class, name, run)
     return seen
 
 
-def test_killed_worker_process_fails_fast_and_cleans_up(monkeypatch):
+@pytest.mark.parametrize("solver", ["saga", "newton"])
+def test_killed_worker_process_fails_fast_and_cleans_up(monkeypatch, solver):
     X, y = data("classifier", "sparse")
-    seen = interrupting(monkeypatch, lambda e: os.kill(e.pids[0], signal.SIGKILL))
+    seen = interrupting(monkeypatch, lambda e: os.kill(e.pids[0], signal.SIGKILL),
+                        solver=solver)
     start = time.monotonic()
     with pytest.raises(WorkerProcessError, match="killed or crashed|worker task failed"):
-        fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=5)
+        fit("classifier", X, y, solver=solver, n_workers=4, n_jobs=2, max_iter=5)
     assert time.monotonic() - start < 60
     engine = seen["engine"]
     assert wait_until_gone(engine.pids) == []
@@ -210,15 +216,16 @@ def test_killed_worker_process_fails_fast_and_cleans_up(monkeypatch):
         Client(engine.master_address, authkey=b"x")
 
 
-def test_keyboard_interrupt_stops_the_workers(monkeypatch):
+@pytest.mark.parametrize("solver", ["saga", "newton"])
+def test_keyboard_interrupt_stops_the_workers(monkeypatch, solver):
     X, y = data("classifier", "sparse")
 
     def interrupt(engine):
         raise KeyboardInterrupt
 
-    seen = interrupting(monkeypatch, interrupt)
+    seen = interrupting(monkeypatch, interrupt, solver=solver)
     with pytest.raises(KeyboardInterrupt):
-        fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=5)
+        fit("classifier", X, y, solver=solver, n_workers=4, n_jobs=2, max_iter=5)
     engine = seen["engine"]
     # loky keeps its idle worker processes for reuse; the tasks must have ended
     assert not engine._thread.is_alive()
@@ -383,52 +390,6 @@ def test_dask_cluster_gives_the_in_process_newton_model_bitwise(dask_client):
                                 n_jobs=2)
         assert_array_equal(remote.coef_, local.coef_)
         assert_array_equal(remote.intercept_, local.intercept_)
-
-
-def newton_interrupting(monkeypatch, action, at_round=3):
-    """Make JoblibRoundEngine call ``action(engine)`` before round ``at_round``."""
-    from sklearn_dsparse.engines import JoblibRoundEngine
-    original = JoblibRoundEngine.round
-    seen = {"rounds": 0}
-
-    def round(self, op, payload):
-        seen["rounds"] += 1
-        seen["engine"] = self
-        if seen["rounds"] == at_round:
-            action(self)
-        return original(self, op, payload)
-
-    monkeypatch.setattr(JoblibRoundEngine, "round", round)
-    return seen
-
-
-def test_newton_killed_worker_process_fails_fast_and_cleans_up(monkeypatch):
-    X, y = data("classifier", "sparse")
-    seen = newton_interrupting(monkeypatch,
-                               lambda e: os.kill(e.pids[0], signal.SIGKILL))
-    start = time.monotonic()
-    with pytest.raises(WorkerProcessError, match="killed or crashed|worker task failed"):
-        newton_fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=20)
-    assert time.monotonic() - start < 60
-    engine = seen["engine"]
-    assert wait_until_gone(engine.pids) == []
-    with pytest.raises(OSError):  # the port is closed
-        Client(engine.master_address, authkey=b"x")
-
-
-def test_newton_keyboard_interrupt_stops_the_workers(monkeypatch):
-    X, y = data("classifier", "sparse")
-
-    def interrupt(engine):
-        raise KeyboardInterrupt
-
-    seen = newton_interrupting(monkeypatch, interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        newton_fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=20)
-    engine = seen["engine"]
-    assert not engine._thread.is_alive()
-    with pytest.raises(OSError):
-        Client(engine.master_address, authkey=b"x")
 
 
 def test_newton_runs_where_the_compiled_transport_cannot(monkeypatch):
