@@ -6,9 +6,9 @@ file changes.
 """
 
 from sklearn.base import _fit_context
-from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.linear_model._base import LinearClassifierMixin, SparseCoefMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight
 
-__all__ = ["Interval", "LinearClassifierMixin", "StrOptions", "_check_sample_weight",
-           "_fit_context"]
+__all__ = ["Interval", "LinearClassifierMixin", "SparseCoefMixin", "StrOptions",
+           "_check_sample_weight", "_fit_context"]

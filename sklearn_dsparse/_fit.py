@@ -20,6 +20,7 @@ from numba import njit
 from sklearn.exceptions import ConvergenceWarning
 
 from . import _lazy
+from ._progress import Progress
 from .accounting import CommunicationStats, History, new_counters
 from .blocks import BlockPartition
 from .engines import engine_for, round_engine_for
@@ -167,7 +168,8 @@ def smoothness_constants(problem, sample_weight):
 def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
                 fit_intercept, solver, n_workers, n_blocks, blocks_per_worker,
                 sparsifier, control_variates, batch_size, step_size, max_iter, tol,
-                random_state, verbose, coef_init, n_jobs=None):
+                random_state, verbose, coef_init, n_jobs=None,
+                master_address=None):
     """Fit W; see the module docstring for the objective.
 
     ``X`` is CSR float64, ``Y`` (n_samples, n_outputs) float64, ``random_state``
@@ -205,7 +207,8 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     seeds = np.random.SeedSequence(random_state.randint(np.iinfo(np.int32).max))
     if solver == "newton":
         return _fit_newton(problem, W, seeds, objective_scale=objective_scale,
-                           max_iter=max_iter, tol=tol, verbose=verbose, n_jobs=n_jobs)
+                           max_iter=max_iter, tol=tol, verbose=verbose, n_jobs=n_jobs,
+                           master_address=master_address)
     if batch_size == "auto" and not _lazy.possible(problem):
         problem.batch_size = auto_batch_size(X, n_workers, n_columns)
     if step_size == "auto":
@@ -220,7 +223,9 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     # the objective at zero is diverging, even where it stays finite (the
     # logistic loss grows only linearly).
     divergence_bound = 10.0 * max(f0, objective(problem, np.zeros_like(W), row_weights))
-    engine = engine_for(n_jobs)
+    engine = engine_for(n_jobs, master_address)
+    progress = Progress(verbose, solver, "epoch", max_iter)
+    progress.start(n_workers, W.size)
     with engine:
         # history's seconds are time spent fitting: the engine's start and its
         # rounds, not the objective evaluations history itself needs.
@@ -229,6 +234,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
         seconds += time.perf_counter()
         history.record(objective_scale * f0, engine.counters, seconds)
         converged = False
+        f = f0
         for epoch in range(1, max_iter + 1):
             W_before = engine.coef.copy()
             seconds -= time.perf_counter()
@@ -240,16 +246,16 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
             history.record(objective_scale * f, engine.counters, seconds)
             change = np.max(np.abs(W - W_before))
             scale = max(np.max(np.abs(W)), np.finfo(np.float64).tiny)
-            if verbose:
-                print(f"epoch {epoch}: objective {objective_scale * f:.10g}, "
-                      f"relative change {change / scale:.3g}, "
-                      f"rounds {engine.counters[0]}, uplink {engine.counters[1]} B")
+            progress.update(epoch, objective_scale * f, engine.counters,
+                            f", relative change {change / scale:.3g}")
             if change <= tol * scale:
                 converged = True
                 break
         W = engine.coef.copy()
         counters = engine.counters.copy()
         wire_bytes = engine.wire_bytes
+    progress.end(epoch, objective_scale * f, counters,
+                 "converged" if converged else "stopped at max_iter")
     if not converged:
         warnings.warn(
             f"The max_iter={max_iter} epochs were reached before the relative "
@@ -262,10 +268,12 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
 
 
 def _fit_newton(problem, W, seeds, *, objective_scale, max_iter, tol, verbose,
-                n_jobs):
+                n_jobs, master_address):
     counters = new_counters()
     master = NewtonMaster(problem, counters)
     history = History()
+    progress = Progress(verbose, "newton", "iteration", max_iter)
+    progress.start(problem.n_workers, W.size)
     started = time.perf_counter()
 
     def record(F, W):
@@ -277,18 +285,18 @@ def _fit_newton(problem, W, seeds, *, objective_scale, max_iter, tol, verbose,
         history.record(objective_scale * F, counters, time.perf_counter() - started)
 
     def report(iteration, F, decrement, step):
-        if verbose:
-            print(f"iteration {iteration}: objective {objective_scale * F:.10g}, "
-                  f"estimated suboptimality {objective_scale * decrement / 2:.3g} "
-                  f"(before the step), step {step:.3g}, rounds {counters[0]}, "
-                  f"uplink {counters[1]} B")
+        progress.update(iteration, objective_scale * F, counters,
+                        f", estimated suboptimality {objective_scale * decrement / 2:.3g}"
+                        f" before a step of {step:.3g}")
 
-    with round_engine_for(n_jobs) as engine:
+    with round_engine_for(n_jobs, master_address) as engine:
         engine.start(problem, master, seeds.spawn(problem.n_workers + 1))
         W, n_iter, converged, reason = fit_newton(
             engine, problem, W, tol=tol, max_iter=max_iter, record=record,
             report=report)
         wire_bytes = engine.wire_bytes
+    progress.end(n_iter, history.last_objective, counters,
+                 "converged" if converged else "stopped")
     if not converged:
         warnings.warn(
             f"The fit stopped before the estimated suboptimality fell below "

@@ -99,6 +99,10 @@ class History:
     def record(self, objective, counters, seconds):
         self._rows.append((objective, counters[0], counters[1], seconds))
 
+    @property
+    def last_objective(self):
+        return self._rows[-1][0]
+
     def as_dict(self):
         cols = list(zip(*self._rows)) if self._rows else [()] * 4
         dtypes = (np.float64, np.int64, np.int64, np.float64)

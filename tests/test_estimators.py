@@ -1,6 +1,7 @@
 """scikit-learn compatibility, input handling and the fitted attributes."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import ElasticNet, LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler
@@ -248,7 +249,7 @@ def test_inconsistent_parameters_name_the_fix(params, X_rows, match):
 @pytest.mark.parametrize("params", [
     dict(solver="lbfgs"), dict(n_workers=0), dict(sparsifier="topk"),
     dict(step_size=-1.0), dict(batch_size=0), dict(C=0.0), dict(l1_ratio=2.0),
-    dict(control_variates="yes"),
+    dict(control_variates="yes"), dict(n_jobs=0), dict(master_address=127),
 ])
 def test_invalid_parameters_are_rejected_by_validation(params):
     X, y = small_binary()
@@ -315,3 +316,119 @@ def test_auto_batch_size_follows_the_width_of_the_data():
     assert single.batch_size_ == 16
     assert gd.batch_size_ == 167  # gd uses every row of the largest shard
     assert narrow.batch_size_ == 16
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_float32_input_gives_a_float32_model(Estimator):
+    X, y = small_binary()
+    X32 = X.astype(np.float32)
+    est32 = Estimator(random_state=0).fit(X32, y)
+    # Computed in float64 from the float32 values, then rounded once.
+    est64 = Estimator(random_state=0).fit(X32.astype(np.float64), y)
+    assert est32.coef_.dtype == np.float32
+    assert np.asarray(est32.intercept_).dtype == np.float32
+    assert_array_equal(est32.coef_, est64.coef_.astype(np.float32))
+    assert_array_equal(est32.intercept_, np.float32(est64.intercept_))
+    if Estimator is not DistributedSparseLogisticRegression:
+        assert est32.predict(X32).dtype == np.float32  # as scikit-learn's Ridge
+        assert_allclose(est32.predict(X32), est64.predict(X32), rtol=1e-5, atol=1e-5)
+
+
+def test_n_iter_has_scikit_learn_shapes():
+    X, y = small_binary()
+    X = X.toarray()
+    Y = X[:, :2]
+    pairs = [
+        (DistributedSparseLogisticRegression(), LogisticRegression(), y),
+        (DistributedSparseRidge(), Ridge(solver="sag"), Y[:, 0]),
+        (DistributedSparseRidge(), Ridge(solver="sag"), Y),
+        (DistributedSparseElasticNet(alpha=0.01), ElasticNet(alpha=0.01), Y[:, 0]),
+        (DistributedSparseElasticNet(alpha=0.01), ElasticNet(alpha=0.01), Y),
+    ]
+    for ours, theirs, target in pairs:
+        X_fit = X[:, 2:] if target is not y else X
+        mine, reference = ours.fit(X_fit, target).n_iter_, theirs.fit(X_fit, target).n_iter_
+        assert type(mine) is type(reference) or (
+            np.isscalar(mine) and np.isscalar(reference))
+        assert np.shape(mine) == np.shape(reference)
+        assert np.all(np.asarray(mine) >= 1)
+
+
+def test_sparsify_and_densify_with_l1():
+    X, y = small_binary()
+    clf = DistributedSparseLogisticRegression(C=0.05, l1_ratio=1.0, random_state=0)
+    dense_coef = clf.fit(X, y).coef_.copy()
+    n_zeros = int(np.sum(dense_coef == 0))
+    assert 0 < n_zeros < dense_coef.size  # L1 gives exact zeros, not all
+    scores = clf.decision_function(X)
+    clf.sparsify()
+    assert sp.issparse(clf.coef_) and clf.coef_.nnz == dense_coef.size - n_zeros
+    assert_array_equal(clf.decision_function(X), scores)
+    assert_array_equal(clf.densify().coef_, dense_coef)
+    clf.sparsify().set_params(warm_start=True).fit(X, y)  # a sparse coef_ warm-starts
+    assert isinstance(clf.coef_, np.ndarray)
+    assert_allclose(clf.coef_, dense_coef, atol=1e-3)
+
+    enet = DistributedSparseLasso(alpha=0.05).fit(X, X[:, :2].toarray() @ [1.0, -1.0])
+    assert sp.issparse(enet.sparse_coef_)
+    assert_array_equal(enet.sparse_coef_.toarray(), enet.coef_[np.newaxis])
+    assert 0 < enet.sparse_coef_.nnz < X.shape[1]
+
+
+def test_public_exceptions_are_the_ones_raised():
+    from sklearn_dsparse import engines, exceptions
+    assert engines.WorkerProcessError is exceptions.WorkerProcessError
+    assert issubclass(exceptions.WorkerProcessError, RuntimeError)
+
+
+def test_master_address_is_a_parameter(monkeypatch):
+    X, y = small_binary()
+    in_process = DistributedSparseLogisticRegression(random_state=0).fit(X, y)
+    tasks = DistributedSparseLogisticRegression(
+        random_state=0, n_jobs=2, master_address="localhost").fit(X, y)
+    assert_array_equal(tasks.coef_, in_process.coef_)
+    # Names under .invalid never resolve (RFC 6761), on any machine.
+    with pytest.raises(ValueError, match="master_address='driver.invalid'"):
+        DistributedSparseLogisticRegression(n_jobs=2,
+                                            master_address="driver.invalid").fit(X, y)
+    monkeypatch.setenv("SKLEARN_DSPARSE_MASTER_ADDRESS", "from-env.invalid")
+    with pytest.raises(ValueError, match="from-env.invalid"):
+        DistributedSparseLogisticRegression(n_jobs=2).fit(X, y)
+
+
+def _lines(capsys, solver):
+    return [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith(f"[{solver}]")]
+
+
+@pytest.mark.parametrize("solver", ["newton", "saga"])
+def test_verbose_prints_compact_progress(solver, capsys, monkeypatch):
+    from sklearn_dsparse import _progress
+
+    X, y = small_binary()
+    params = dict(solver=solver, random_state=0, max_iter=30)
+    monkeypatch.setattr(_progress, "_kernels_loaded", True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # saga at max_iter=30
+        est = DistributedSparseLogisticRegression(verbose=0, **params).fit(X, y)
+        assert _lines(capsys, solver) == []
+        # verbose=1 on a fit far shorter than the interval: start and end only.
+        monkeypatch.setattr(_progress, "INTERVAL", 3600.0)
+        DistributedSparseLogisticRegression(verbose=1, **params).fit(X, y)
+        lines = _lines(capsys, solver)
+        assert len(lines) == 2
+        end = re.search(r"(\w[\w ]*): \w+ (\d+)/30, objective (\S+), rounds (\d+), "
+                        r"uplink (\S+) MB", lines[-1])
+        assert int(end[2]) == np.ravel(est.n_iter_)[0]
+        assert int(end[4]) == est.communication_["rounds"]
+        assert float(end[5]) == pytest.approx(est.communication_["uplink_bytes"] / 1e6,
+                                              rel=1e-2)
+        assert float(end[3]) == pytest.approx(est.history_["objective"][-1], rel=1e-9)
+        assert end[1] == ("converged" if solver == "newton" else "stopped at max_iter")
+        # verbose=2: a line per iteration or epoch, then the end.
+        DistributedSparseLogisticRegression(verbose=2, **params).fit(X, y)
+        assert len(_lines(capsys, solver)) == 1 + np.ravel(est.n_iter_)[0] + 1
+    # A new process's first fit says that the kernels load.
+    monkeypatch.setattr(_progress, "_kernels_loaded", False)
+    DistributedSparseLogisticRegression(verbose=1, random_state=0).fit(X, y)
+    assert "loading the compiled kernels" in _lines(capsys, "newton")[0]

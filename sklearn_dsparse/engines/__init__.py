@@ -1,6 +1,6 @@
 """Where workers run and how their messages move."""
 
-from ._tasks import WorkerProcessError
+from ..exceptions import WorkerProcessError
 from .base import Engine
 from .inprocess import InProcessEngine
 from .joblib import JoblibEngine
@@ -10,11 +10,16 @@ __all__ = ["Engine", "InProcessEngine", "InProcessRoundEngine", "JoblibEngine",
            "JoblibRoundEngine", "WorkerProcessError"]
 
 
-def engine_for(n_jobs):
-    """The in-process engine for n_jobs None or 1, else worker tasks on joblib."""
-    return InProcessEngine() if n_jobs in (None, 1) else JoblibEngine(n_jobs)
+def engine_for(n_jobs, master_address=None):
+    """The in-process engine for n_jobs None or 1, else worker tasks on joblib
+    connecting back to ``master_address``."""
+    if n_jobs in (None, 1):
+        return InProcessEngine()
+    return JoblibEngine(n_jobs, master_address)
 
 
-def round_engine_for(n_jobs):
+def round_engine_for(n_jobs, master_address=None):
     """``engine_for`` for the solvers whose master drives each round."""
-    return InProcessRoundEngine() if n_jobs in (None, 1) else JoblibRoundEngine(n_jobs)
+    if n_jobs in (None, 1):
+        return InProcessRoundEngine()
+    return JoblibRoundEngine(n_jobs, master_address)

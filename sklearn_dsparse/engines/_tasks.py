@@ -9,8 +9,9 @@ cluster).  Each task runs ``serve(address, key, host)``: it connects back,
 sends its process id and hands the connection to ``host``, the engine's own
 loop, until the driver says stop or goes away.
 
-The master's address is ``SKLEARN_DSPARSE_MASTER_ADDRESS`` (default
-127.0.0.1; set it to an address the cluster's workers can reach), and tasks
+The master listens on ``master_address`` (the estimators' parameter; when it
+is None, ``SKLEARN_DSPARSE_MASTER_ADDRESS``, else 127.0.0.1: set it to an
+address of the driver the cluster's workers can reach), and tasks
 that have not connected after ``SKLEARN_DSPARSE_CONNECT_TIMEOUT`` seconds
 (default 60) make the fit fail: the backend could not run them all at once.
 """
@@ -27,6 +28,7 @@ import numpy as np
 from joblib import Parallel, delayed, parallel_config
 from joblib.parallel import get_active_backend
 
+from ..exceptions import WorkerProcessError
 from ._transport import no_delay
 from .base import Engine
 
@@ -34,10 +36,6 @@ from .base import Engine
 #: The order of an engine's byte counters of the connections (``wire_bytes``).
 WIRE_BYTES = ("uplink_payload_bytes", "uplink_framing_bytes",
               "downlink_payload_bytes", "downlink_framing_bytes")
-
-
-class WorkerProcessError(RuntimeError):
-    """A worker task died or could not be started."""
 
 
 def serve(address, authkey, host):
@@ -65,9 +63,10 @@ class TaskEngine(Engine):
     active joblib backend; ``_launch`` starts them, ``_close_tasks`` ends
     them."""
 
-    def __init__(self, n_jobs):
+    def __init__(self, n_jobs, master_address=None):
         self.n_jobs = n_jobs
-        self.address = os.environ.get("SKLEARN_DSPARSE_MASTER_ADDRESS", "127.0.0.1")
+        self.address = master_address or os.environ.get(
+            "SKLEARN_DSPARSE_MASTER_ADDRESS", "127.0.0.1")
         self.timeout = float(os.environ.get("SKLEARN_DSPARSE_CONNECT_TIMEOUT", 60))
         self._conns = []
         self._listener = None
@@ -85,7 +84,14 @@ class TaskEngine(Engine):
         n_procs = min(n_workers, self._effective_n_jobs(backend))
         groups = np.array_split(np.arange(n_workers), n_procs)
         key = os.urandom(32)
-        self._listener = Listener((self.address, 0), authkey=key, backlog=n_procs)
+        try:
+            self._listener = Listener((self.address, 0), authkey=key, backlog=n_procs)
+        except OSError as exc:
+            raise ValueError(
+                f"The driver cannot listen on master_address={self.address!r} "
+                f"({exc.strerror or exc}): give an address of one of this "
+                "machine's network interfaces that the workers can reach (or "
+                "None for SKLEARN_DSPARSE_MASTER_ADDRESS, else 127.0.0.1).") from exc
         self.master_address = self._listener.address
         accepted = self._accepted = queue.Queue()
         threading.Thread(target=self._accept, args=(accepted,), daemon=True).start()

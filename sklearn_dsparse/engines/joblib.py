@@ -40,7 +40,8 @@ from ..messages import (BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES, _get_uint,
 from ..solvers import GD, SAGA, init_saga_table
 from ..worker import emit_message, message_values, worker_estimate
 from . import _tasks
-from ._tasks import WIRE_BYTES, TaskEngine, WorkerProcessError
+from ..exceptions import WorkerProcessError
+from ._tasks import WIRE_BYTES, TaskEngine
 from ._transport import (EINTR, FRAME_PREFIX_BYTES, LONG_FRAME_PREFIX_BYTES, OK,
                          check, describe, next_frame, prefix_bytes, write_all,
                          write_prefix)
@@ -479,13 +480,13 @@ def serve(address, authkey):
 class JoblibEngine(TaskEngine):
     """Run the workers as ``n_jobs`` long-lived tasks of the active joblib backend."""
 
-    def __init__(self, n_jobs):
+    def __init__(self, n_jobs, master_address=None):
         if os.name != "posix":
             raise NotImplementedError(
                 f"n_jobs={n_jobs} runs the workers in other processes, which talk "
                 "to the driver with the C library's read and write on sockets: "
                 "that needs a POSIX system (Linux, macOS). Use n_jobs=None here.")
-        super().__init__(n_jobs)
+        super().__init__(n_jobs, master_address)
         self._round_args = None  # set once every task has its workers
         self._in_epoch = False
 

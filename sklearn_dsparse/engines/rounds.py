@@ -18,7 +18,8 @@ from threadpoolctl import ThreadpoolController
 
 from ..messages import HEADER_BYTES, VALUE_BYTES, decode_header, encode
 from ..newton import OP_STOP, NewtonWorkers, worker_spec
-from ._tasks import WIRE_BYTES, TaskEngine, WorkerProcessError, serve
+from ..exceptions import WorkerProcessError
+from ._tasks import WIRE_BYTES, TaskEngine, serve
 from .base import Engine
 
 #: A command: operation (uint32), 0 (uint32), round (uint64), then the payload.
@@ -93,8 +94,8 @@ def serve_rounds(address, authkey):
 class JoblibRoundEngine(TaskEngine):
     """Run the workers as ``n_jobs`` long-lived tasks of the active joblib backend."""
 
-    def __init__(self, n_jobs):
-        super().__init__(n_jobs)
+    def __init__(self, n_jobs, master_address=None):
+        super().__init__(n_jobs, master_address)
         self._wire = np.zeros(4, dtype=np.int64)
         self._rounds = 0
 

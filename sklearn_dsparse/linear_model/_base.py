@@ -49,7 +49,10 @@ class DistributedSparseMixin:
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
-        "n_jobs": [Integral, None],
+        # 0 workers is no answer (joblib rejects it too); -1 is every slot.
+        "n_jobs": [Interval(Integral, None, -1, closed="right"),
+                   Interval(Integral, 1, None, closed="left"), None],
+        "master_address": [str, None],
     }
 
     def _resolve_sparsifier(self):
@@ -135,7 +138,7 @@ class DistributedSparseMixin:
             step_size=self.step_size, max_iter=self.max_iter, tol=self.tol,
             random_state=check_random_state(self.random_state),
             verbose=self.verbose, coef_init=self._warm_start_coef(n_columns, Y),
-            n_jobs=self.n_jobs)
+            n_jobs=self.n_jobs, master_address=self.master_address)
         self.n_iter_ = result.n_iter
         self.step_size_ = result.step_size
         self.batch_size_ = result.batch_size
@@ -149,7 +152,8 @@ class DistributedSparseMixin:
     def _warm_start_coef(self, n_columns, Y):
         if not (self.warm_start and hasattr(self, "coef_")):
             return None
-        coef = np.atleast_2d(self.coef_).T  # (n_features, n_outputs)
+        coef = self.coef_.toarray() if sp.issparse(self.coef_) else self.coef_
+        coef = np.atleast_2d(coef).T  # (n_features, n_outputs)
         if coef.shape != (n_columns - int(self.fit_intercept), Y.shape[1]):
             return None
         if self.fit_intercept:
@@ -201,14 +205,23 @@ class DistributedSparseRegressorMixin(DistributedSparseMixin):
         Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
         penalty, scale = self._penalty(float(sample_weight.sum()))
         W = self._fit_dsparse(X, Y, sample_weight, SQUARED, penalty, scale)
+        # Computed in float64; the model takes the input's precision, as
+        # scikit-learn's solvers for float32 input.
+        W = W.astype(X.dtype)
         n_features = X.shape[1]
         coef = W[:n_features].T
-        intercept = W[n_features] if self.fit_intercept else np.zeros(W.shape[1])
+        intercept = W[n_features] if self.fit_intercept else np.zeros_like(W[0])
         if y.ndim == 1:
-            self.coef_, self.intercept_ = coef[0].copy(), float(intercept[0])
+            self.coef_, self.intercept_ = coef[0].copy(), intercept[0]
         else:
             self.coef_, self.intercept_ = np.ascontiguousarray(coef), intercept.copy()
+        self.n_iter_ = self._n_iter_as_scikit_learn(self.n_iter_, y.ndim, Y.shape[1])
         return self
+
+    @staticmethod
+    def _n_iter_as_scikit_learn(n_iter, y_ndim, n_targets):
+        """``n_iter_`` in the shape of the scikit-learn counterpart's."""
+        raise NotImplementedError
 
     def predict(self, X):
         """Predicted targets, shape (n_samples,) or (n_samples, n_targets)."""

@@ -88,7 +88,11 @@ SHARED_PARAMETERS = """\
         gives the same model, bitwise.
 
     verbose : int, default=0
-        Print the objective after every epoch when positive.
+        1: print a line when the fit starts (and one while a new process
+        loads the compiled kernels), a progress line (objective, rounds,
+        uplink bytes, elapsed time, rate) at most every 2 seconds, and a
+        last one saying how the fit ended.  2 or more: a line per iteration
+        ("newton") or epoch.
 
     warm_start : bool, default=False
         Start from the previous ``coef_`` and ``intercept_`` when their shape
@@ -99,14 +103,21 @@ SHARED_PARAMETERS = """\
         ``n_workers`` logical workers run as ``min(n_jobs, n_workers)``
         long-lived tasks of the active joblib backend (loky by default; Dask
         with ``joblib.parallel_config(backend="dask")``), each hosting several
-        workers; -1 uses every slot of the backend.  The model is the same,
-        bit for bit, wherever the workers run (see docs/engines.md).
+        workers; -1 uses every slot of the backend; 0 is refused.  The model
+        is the same, bit for bit, wherever the workers run (see
+        docs/engines.md).
+
+    master_address : str, default=None
+        Host name or IP address on which the driver (the master) listens for
+        its worker tasks when ``n_jobs`` runs them elsewhere; unused with
+        ``n_jobs=None``.  None reads the environment variable
+        ``SKLEARN_DSPARSE_MASTER_ADDRESS``, else 127.0.0.1, which only tasks
+        on this machine can reach: on a multi-host cluster (Dask), give an
+        address of the driver that the cluster's nodes can reach.  An address
+        that is not one of this machine's raises a ValueError at ``fit``.
 """
 
 SHARED_ATTRIBUTES = """\
-    n_iter_ : int
-        Number of iterations ("newton": accepted steps) or epochs run.
-
     step_size_ : float or None
         The step size used (None for "newton", whose line search chooses
         each step).
@@ -153,5 +164,6 @@ STOCHASTIC_NOTE = """\
     Rows go to workers in the order given: sorted data (e.g. by label) gives
     heterogeneous shards, which control variates handle at some cost in
     rounds.  Internally X is used as CSR float64 (sparse input is never
-    densified).
+    densified); ``coef_`` and ``intercept_`` take the precision of X
+    (float32 for float32 input), as scikit-learn's solvers give them.
 """

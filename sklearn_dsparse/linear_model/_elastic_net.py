@@ -2,6 +2,8 @@
 
 from numbers import Real
 
+import scipy.sparse as sp
+
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from .._compat import Interval
@@ -39,6 +41,14 @@ class DistributedSparseElasticNet(RegressorMixin, DistributedSparseRegressorMixi
 
     intercept_ : float or ndarray of shape (n_targets,)
 
+    sparse_coef_ : sparse matrix of shape (1, n_features) or (n_targets, n_features)
+        ``coef_`` as a CSR matrix (L1 gives exact zeros).
+
+    n_iter_ : int or list of int
+        Number of iterations ("newton": accepted steps) or epochs run; one
+        per target for a 2-d ``y``, as ``ElasticNet`` gives it (every target
+        is fitted in the same iterations, so the entries are equal).
+
 {SHARED_ATTRIBUTES}
 {STOCHASTIC_NOTE}"""
 
@@ -52,7 +62,7 @@ class DistributedSparseElasticNet(RegressorMixin, DistributedSparseRegressorMixi
                  n_workers=4, n_blocks="auto", blocks_per_worker="auto",
                  sparsifier="auto", control_variates="auto", batch_size="auto",
                  step_size="auto", max_iter=1000, tol=1e-4, random_state=None,
-                 verbose=0, warm_start=False, n_jobs=None):
+                 verbose=0, warm_start=False, n_jobs=None, master_address=None):
         self.alpha = alpha
         self.l1_ratio = l1_ratio
         self.fit_intercept = fit_intercept
@@ -70,6 +80,16 @@ class DistributedSparseElasticNet(RegressorMixin, DistributedSparseRegressorMixi
         self.verbose = verbose
         self.warm_start = warm_start
         self.n_jobs = n_jobs
+        self.master_address = master_address
+
+    @property
+    def sparse_coef_(self):
+        """``coef_`` as a CSR matrix (as ``ElasticNet.sparse_coef_``)."""
+        return sp.csr_matrix(self.coef_)
+
+    @staticmethod
+    def _n_iter_as_scikit_learn(n_iter, y_ndim, n_targets):
+        return n_iter if y_ndim == 1 else [n_iter] * n_targets
 
     def _penalty(self, total_weight):
         return ElasticNetPenalty(l2=self.alpha * (1 - self.l1_ratio),
@@ -92,7 +112,7 @@ class DistributedSparseLasso(DistributedSparseElasticNet):
                  n_blocks="auto", blocks_per_worker="auto", sparsifier="auto",
                  control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
-                 warm_start=False, n_jobs=None):
+                 warm_start=False, n_jobs=None, master_address=None):
         super().__init__(
             alpha=alpha, l1_ratio=1.0, fit_intercept=fit_intercept, solver=solver,
             n_workers=n_workers, n_blocks=n_blocks,
@@ -100,4 +120,4 @@ class DistributedSparseLasso(DistributedSparseElasticNet):
             control_variates=control_variates, batch_size=batch_size,
             step_size=step_size, max_iter=max_iter, tol=tol,
             random_state=random_state, verbose=verbose, warm_start=warm_start,
-            n_jobs=n_jobs)
+            n_jobs=n_jobs, master_address=master_address)

@@ -10,7 +10,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._compat import Interval, LinearClassifierMixin, StrOptions, _fit_context
+from .._compat import (Interval, LinearClassifierMixin, SparseCoefMixin, StrOptions,
+                       _fit_context)
 from ..losses import LOGISTIC, MULTINOMIAL
 from ..penalties import ElasticNetPenalty
 from ._base import DistributedSparseMixin
@@ -18,7 +19,7 @@ from ._docs import SHARED_ATTRIBUTES, SHARED_PARAMETERS, STOCHASTIC_NOTE
 
 
 class DistributedSparseLogisticRegression(
-        LinearClassifierMixin, DistributedSparseMixin, BaseEstimator):
+        LinearClassifierMixin, SparseCoefMixin, DistributedSparseMixin, BaseEstimator):
     __doc__ = f"""Logistic regression trained by workers that send sparse messages.
 
     Minimises scikit-learn's ``LogisticRegression`` objective (1.8+ API),
@@ -48,10 +49,17 @@ class DistributedSparseLogisticRegression(
         The class labels.
 
     coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
-        Coefficients; one row for binary problems.
+        Coefficients; one row for binary problems.  In the input's precision
+        (float32 for float32 X; the fit computes in float64).  ``sparsify()``
+        turns it into a CSR matrix (L1 gives exact zeros), ``densify()``
+        back.
 
     intercept_ : ndarray of shape (1,) or (n_classes,)
         Intercepts (zeros when ``fit_intercept=False``).
+
+    n_iter_ : ndarray of shape (1,)
+        Number of iterations ("newton": accepted steps) or epochs run, as
+        ``LogisticRegression`` gives it.
 
 {SHARED_ATTRIBUTES}
 {STOCHASTIC_NOTE}
@@ -79,7 +87,7 @@ class DistributedSparseLogisticRegression(
                  blocks_per_worker="auto", sparsifier="auto",
                  control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
-                 warm_start=False, n_jobs=None):
+                 warm_start=False, n_jobs=None, master_address=None):
         self.C = C
         self.l1_ratio = l1_ratio
         self.class_weight = class_weight
@@ -98,6 +106,7 @@ class DistributedSparseLogisticRegression(
         self.verbose = verbose
         self.warm_start = warm_start
         self.n_jobs = n_jobs
+        self.master_address = master_address
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -144,11 +153,14 @@ class DistributedSparseLogisticRegression(
             penalty = ElasticNetPenalty(l2=(1 - self.l1_ratio) * strength,
                                         l1=self.l1_ratio * strength)
             scale = self.C * total
-        W = self._fit_dsparse(X, Y, sample_weight, loss, penalty, scale)
+        # Computed in float64; the model takes the input's precision, as
+        # LogisticRegression's solvers for float32 input.
+        W = self._fit_dsparse(X, Y, sample_weight, loss, penalty, scale).astype(X.dtype)
         n_features = X.shape[1]
         self.coef_ = np.ascontiguousarray(W[:n_features].T)
         self.intercept_ = (W[n_features].copy() if self.fit_intercept
-                           else np.zeros(W.shape[1]))
+                           else np.zeros_like(W[0]))
+        self.n_iter_ = np.array([self.n_iter_], dtype=np.int32)
         return self
 
     def predict_proba(self, X):

@@ -2,6 +2,8 @@
 
 from numbers import Real
 
+import numpy as np
+
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from .._compat import Interval
@@ -32,6 +34,11 @@ class DistributedSparseRidge(RegressorMixin, DistributedSparseRegressorMixin,
 
     intercept_ : float or ndarray of shape (n_targets,)
 
+    n_iter_ : ndarray of shape (n_targets,)
+        Number of iterations ("newton": accepted steps) or epochs run, as
+        ``Ridge``'s iterative solvers give it (every target is fitted in the
+        same iterations, so the entries are equal).
+
 {SHARED_ATTRIBUTES}
 {STOCHASTIC_NOTE}"""
 
@@ -44,7 +51,7 @@ class DistributedSparseRidge(RegressorMixin, DistributedSparseRegressorMixin,
                  n_blocks="auto", blocks_per_worker="auto", sparsifier="auto",
                  control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
-                 warm_start=False, n_jobs=None):
+                 warm_start=False, n_jobs=None, master_address=None):
         self.alpha = alpha
         self.fit_intercept = fit_intercept
         self.solver = solver
@@ -61,6 +68,11 @@ class DistributedSparseRidge(RegressorMixin, DistributedSparseRegressorMixin,
         self.verbose = verbose
         self.warm_start = warm_start
         self.n_jobs = n_jobs
+        self.master_address = master_address
+
+    @staticmethod
+    def _n_iter_as_scikit_learn(n_iter, y_ndim, n_targets):
+        return np.full(n_targets, n_iter, dtype=np.int32)
 
     def _penalty(self, total_weight):
         # sum s r^2 + alpha ||w||^2 = 2 S (mean of r^2 / 2 + alpha / (2 S) ||w||^2)
