@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 from numba import njit
 
-from .messages import message_nbytes
+from .messages import VALUE_BYTES, message_nbytes
 
 #: Order of the int64 counters a round loop increments.
 COUNTERS = ("rounds", "uplink_bytes", "downlink_bytes", "dense_uplink_bytes",
@@ -39,19 +39,22 @@ def count_round(counters, n_workers, n_blocks_sent, n_values, n_blocks,
     counters[3] += n_workers * message_nbytes(n_blocks, n_parameters, n_blocks)
 
 
-def add_message(counters, n_blocks_sent, n_values, n_blocks):
+def add_message(counters, n_blocks_sent, n_values, n_blocks, itemsize=VALUE_BYTES):
     """``count_message`` for rounds driven from Python (``solver="newton"``),
-    which compile nothing."""
-    counters[1] += message_nbytes.py_func(n_blocks_sent, n_values, n_blocks)
+    which compile nothing; ``itemsize`` is the bytes of one value."""
+    counters[1] += message_nbytes.py_func(n_blocks_sent, n_values, n_blocks, itemsize)
     counters[4] += n_blocks_sent
 
 
-def add_round(counters, n_workers, n_blocks_sent, n_values, n_blocks, n_dense_values):
-    """``count_round`` for rounds driven from Python; ``n_dense_values`` is
-    what each worker's message would carry with every block sent."""
+def add_round(counters, n_workers, n_blocks_sent, n_values, n_blocks, n_dense_values,
+              dense_itemsize=VALUE_BYTES):
+    """``count_round`` for rounds driven from Python; ``n_dense_values`` (of
+    ``dense_itemsize`` bytes) is what each worker's message would carry with
+    every block sent.  The broadcast is float64."""
     counters[0] += 1
     counters[2] += n_workers * message_nbytes.py_func(n_blocks_sent, n_values, n_blocks)
-    counters[3] += n_workers * message_nbytes.py_func(n_blocks, n_dense_values, n_blocks)
+    counters[3] += n_workers * message_nbytes.py_func(n_blocks, n_dense_values, n_blocks,
+                                                      dense_itemsize)
 
 
 class CommunicationStats(Mapping):

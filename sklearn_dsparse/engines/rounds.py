@@ -16,7 +16,7 @@ the standard library's, so it runs wherever joblib does.
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from ..messages import HEADER_BYTES, VALUE_BYTES, decode_header, encode
+from ..messages import HEADER_BYTES, decode_header, encode
 from ..newton import OP_STOP, NewtonWorkers, worker_spec
 from ..exceptions import WorkerProcessError
 from ._tasks import WIRE_BYTES, TaskEngine, serve
@@ -151,8 +151,9 @@ class JoblibRoundEngine(TaskEngine):
                 n_sel, ids = (m, self._all_blocks) if n_ids == 0 else (n_ids, ids)
                 n_values = int(np.sum(self._sizes[ids])) + self.master.tail_length
                 start = HEADER_BYTES + 4 * n_ids
-                if frame.nbytes == start + n_values * VALUE_BYTES:
-                    data = frame[start:].copy().view(np.float64)
+                dtype = self.master.value_dtype
+                if frame.nbytes == start + n_values * dtype.itemsize:
+                    data = frame[start:].copy().view(dtype)
                     split = n_values - self.master.tail_length
                     return ids, n_sel, data[:split], data[split:]
         raise WorkerProcessError(
