@@ -219,6 +219,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     row_weights = sample_weight / total_weight
     history = History()
     f0 = objective(problem, W, row_weights)
+    _check_start(f0)
     # Losses are non-negative: a run that climbs far above both its start and
     # the objective at zero is diverging, even where it stays finite (the
     # logistic loss grows only linearly).
@@ -277,11 +278,7 @@ def _fit_newton(problem, W, seeds, *, objective_scale, max_iter, tol, verbose,
     started = time.perf_counter()
 
     def record(F, W):
-        if not np.isfinite(F):
-            raise FloatingPointError(
-                f"The objective is {F} at the starting point: the data overflow the "
-                "loss. Scale X (and y for a regression), e.g. with "
-                "sklearn.preprocessing.StandardScaler.")
+        _check_start(F)
         history.record(objective_scale * F, counters, time.perf_counter() - started)
 
     def report(iteration, F, decrement, step):
@@ -307,6 +304,16 @@ def _fit_newton(problem, W, seeds, *, objective_scale, max_iter, tol, verbose,
                      batch_size=problem.largest_shard,
                      communication=CommunicationStats(counters, wire_bytes),
                      history=history.as_dict())
+
+
+def _check_start(F):
+    """No step size helps an objective that is not finite where the fit
+    starts: the data are out of the floating-point range of the loss."""
+    if not np.isfinite(F):
+        raise FloatingPointError(
+            f"The objective is {F} at the starting point: the data overflow the "
+            "loss. Scale X (and y for a regression), e.g. with "
+            "sklearn.preprocessing.StandardScaler.")
 
 
 def _check_divergence(f, f0, bound, W, epoch, step_size):

@@ -285,6 +285,15 @@ def test_diverging_step_stops_with_a_hint(solver):
     assert not hasattr(est, "coef_")
 
 
+@pytest.mark.parametrize("solver", ["newton", "saga", "gd"])
+def test_data_that_overflow_the_loss_ask_for_scaling_not_a_smaller_step(solver):
+    X, y = load("abalone_scale")
+    est = DistributedSparseRidge(solver=solver, random_state=0)
+    with pytest.raises(FloatingPointError, match="starting point.*Scale X"):
+        est.fit(X, y * 1e200)
+    assert not hasattr(est, "coef_")
+
+
 def test_auto_batch_size_follows_the_width_of_the_data():
     X, y = load("news20")
     y = (y == 1).astype(int)
