@@ -158,7 +158,8 @@ class NewtonWorkers:
             values = answer[index]
             if self.h is not None:
                 # Send the change since the last answer on these blocks, and
-                # remember the answer (ISEGA's h_i, METHOD.md step 6).
+                # remember the answer (ISEGA's h_i; docs/method.md, "One
+                # round", step 6).
                 values = values - self.h[i, index]
                 self.h[i, index] = answer[index]
             tail = solver.weights.ravel() if refresh else np.empty(0)
@@ -241,7 +242,8 @@ class NewtonMaster:
             self.balance = self.tails
         weighted = self.hbar + self.total
         if self.use_control_variates:
-            # hbar += (tau / m) A on the blocks sent (METHOD.md step 6).
+            # hbar += (tau / m) A on the blocks sent (docs/method.md, "One
+            # round", step 6).
             self.hbar += self.total / self.sparsifier.scale
         # The broadcast: q, the damping and the refresh flag.
         add_round(self.counters, n, m, self.size + 2, m, self.size + self.tail_length)
