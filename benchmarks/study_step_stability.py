@@ -8,9 +8,9 @@ The model: every worker holds the same quadratic of curvature L = 1 along each
 of its blocks (blocks decouple, so one scalar block suffices), gradient
 descent estimates, control variates starting at zero, independent masks (each
 worker sends the block with probability p = tau / m, rescaled by 1 / p), n
-workers of equal weight.  It is the round of METHOD.md written in NumPy over
-many independent trials.  For each (n, p) the script finds, on a grid of
-0.025 / L, the smallest step at which some of 100 trials
+workers of equal weight.  It is the round of docs/method.md ("One round")
+written in NumPy over many independent trials.  For each (n, p) the script
+finds, on a grid of 0.025 / L, the smallest step at which some of 100 trials
 
 - diverges: is further from the optimum after 4000 rounds than at the start
   ("limit"; the fit is ``1 / (0.44 L + omega s2 L)``, omega = 1/p - 1,

@@ -16,9 +16,9 @@ Each iteration takes two kinds of round (``OP_VALUE_GRADIENT`` and
    second loop of L-BFGS on the result.
 
 So the workers' inverse local Hessians, averaged, are the initial inverse
-Hessian of an L-BFGS on the master: GIANT (Wang, Gittens & Mahoney, "GIANT:
-Globally Improved Approximate Newton Method for Distributed Optimization",
-NeurIPS 2018), with the master's memory correcting what local Hessians get
+Hessian of an L-BFGS on the master: GIANT (Wang, Roosta-Khorasani, Xu &
+Mahoney, "GIANT: Globally Improved Approximate Newton Method for Distributed
+Optimization", NeurIPS 2018), with the master's memory correcting what local Hessians get
 wrong.  Two changes to plain averaging, each chosen on
 ``benchmarks/study_few_rounds.py``'s figures:
 
@@ -161,11 +161,12 @@ class NewtonWorkers:
                                         for b in ids])
             values = answer[index]
             if self.h is not None:
+                # Send the change since the last answer on these blocks.
                 values = values - self.h[i, index]
             values = (sparsifier.scale * values).astype(ANSWER_DTYPE)
             if self.h is not None:
-                # Remember what the master adds (ISEGA's h_i, METHOD.md step
-                # 6): the answer, as rounded on the way.
+                # Remember what the master adds (ISEGA's h_i; docs/method.md,
+                # "One round", step 6): the answer, as rounded on the way.
                 self.h[i, index] += values / sparsifier.scale
             tail = (solver.weights.ravel() if refresh else np.empty(0)).astype(
                 ANSWER_DTYPE)
@@ -250,7 +251,8 @@ class NewtonMaster:
             self.balance = self.tails
         weighted = self.hbar + self.total
         if self.use_control_variates:
-            # hbar += (tau / m) A on the blocks sent (METHOD.md step 6).
+            # hbar += (tau / m) A on the blocks sent (docs/method.md, "One
+            # round", step 6).
             self.hbar += self.total / self.sparsifier.scale
         # The broadcast: q, the damping and the refresh flag.
         add_round(self.counters, n, m, self.size + 2, m, self.size + self.tail_length,

@@ -2,9 +2,9 @@
 
 The penalty is ``l2 / 2 * ||w||_2^2 + l1 * ||w||_1``.  The L2 part is smooth
 and belongs to every worker's f_i (its gradient travels in the messages); the
-L1 part is the non-smooth, block-separable R of METHOD.md, applied by the
-master as a proximal step.  L2-only, L1-only, elastic net and no penalty are
-the same object with different strengths.
+L1 part is the non-smooth, block-separable R of docs/method.md ("The
+problem"), applied by the master as a proximal step.  L2-only, L1-only,
+elastic net and no penalty are the same object with different strengths.
 """
 
 import numpy as np

@@ -1,6 +1,6 @@
 """Which blocks each worker sends in a round, and by how much they are rescaled.
 
-Three sparsifiers share one interface (METHOD.md, "Baselines"):
+Three sparsifiers share one interface (docs/method.md, "Baselines"):
 
 - ``Independent``: every worker draws its own tau of the m blocks, uniformly
   without replacement, independently of the other workers and of past rounds.

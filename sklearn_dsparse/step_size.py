@@ -1,6 +1,6 @@
 """The ``step_size="auto"`` rule.
 
-Notation (METHOD.md, "Step size"): n workers with weights w_i, m blocks of
+Notation (docs/method.md, "Step size"): n workers with weights w_i, m blocks of
 which each worker sends tau, ``omega = m / tau - 1``, ``s2 = sum_i w_i^2``,
 ``L_F`` the smoothness of the smooth part of F and ``L_b`` the smoothness of
 one worker's estimate (the largest over workers).  The rule is
@@ -11,18 +11,20 @@ one worker's estimate (the largest over workers).  The rule is
 - independent: ``L_eff = max(L_F + s2 L_b, L_F / 2 + omega s2 L_b)``
 - shared:      ``L_eff = (1 + omega) (L_F + s2 L_b)``
 
-Dense averaging's term is METHOD.md's, measured never to diverge at c = 2.
-The independent term is this library's (METHOD.md writes ``L_F + (1 +
-omega) s2 L_b``, which with c = 4 is ISEGA's step of Mishchenko, Hanzely &
-Richtarik, "99% of Worker-Master Communication in Distributed Optimization Is
-Not Needed", UAI 2020): the round with control variates, simulated on a
+Dense averaging's term is the first specification's (docs/method.md, "Step
+size"), measured never to diverge at c = 2.  The independent term is this
+library's (the one-form rule it replaced writes ``L_F + (1 + omega) s2
+L_b``, which with c = 4 is ISEGA's step of Mishchenko, Hanzely & Richtarik,
+"99% of Worker-Master Communication in Distributed Optimization Is Not
+Needed", UAI 2020): the round with control variates, simulated on a
 quadratic of curvature L shared by every worker, n from 2 to 64 and tau / m
 from 1/64 to 1/4, is stable up to ``1 / step = 0.44 L + 1.0 omega s2 L``
 (within 10%), i.e. gradient descent's limit 2 / L plus the compression
 variance.  Independent masks thus keep dense averaging's step until that
 limit, halved, is the tighter one; at tau = m / n (``omega s2`` about 1)
-their step is 0.74 of dense's, where METHOD's form gives 0.53 (a1a, n = 16:
-1.41x dense's rounds for gd, 1.46x for saga, against 1.94x and 2.00x).
+their step is 0.74 of dense's, where the one-form rule gives 0.53 (a1a,
+n = 16: 1.41x dense's rounds for gd, 1.46x for saga, against 1.94x and
+2.00x).
 ``tests/test_step_size.py`` checks the margin on the library's own round and
 that the default never diverges on the shared datasets.
 

@@ -18,8 +18,8 @@ def emit_message(estimate, h, use_control_variates, block_list, n_selected,
     """Pack ``scale * (g_i - h_i)`` over the selected blocks into ``values``.
 
     With control variates the worker then sets ``h_i = g_i`` on those blocks
-    (METHOD.md step 6), from the values it sent and nothing else.  Returns the
-    number of values written.  Block b is the flat range
+    (docs/method.md, "One round", step 6), from the values it sent and
+    nothing else.  Returns the number of values written.  Block b is the flat range
     ``starts[b] * K : starts[b + 1] * K`` of the arrays (see ``_layout``);
     loops over block views vectorise, as in ``master``.
     """

@@ -1,6 +1,6 @@
 """Message sizes, and the communication accounting of a real fit.
 
-METHOD.md, "Communication accounting": every message costs a fixed header,
+docs/method.md, "Communication accounting": every message costs a fixed header,
 one 32-bit id per block (none when all m blocks are sent, their order is then
 implied) and its values at the dtype's itemsize.  The in-process engine counts
 per round (engines/inprocess.py):

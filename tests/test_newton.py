@@ -214,7 +214,8 @@ def test_rounds_sum_in_worker_order_and_count_the_bytes():
 @pytest.mark.parametrize("use_control_variates", [False, True])
 def test_compressed_directions_are_unbiased(use_control_variates):
     # The master's average of independently sparsified answers, over many
-    # draws, is the dense average (METHOD.md: unbiased for any answers).
+    # draws, is the dense average (docs/method.md, "Why it works":
+    # unbiased for any answers).
     problem = newton_problem(Independent(6, 2), use_control_variates=use_control_variates)
     dense = newton_problem(Dense(6))
     seeds = np.random.SeedSequence(1).spawn(6)

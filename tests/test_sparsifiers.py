@@ -1,4 +1,4 @@
-"""Monte-Carlo checks that the aggregated estimate is what METHOD.md says.
+"""Monte-Carlo checks that the aggregated estimate is what docs/method.md says.
 
 One trial is one synchronous round built from the library's own parts:
 
@@ -11,7 +11,7 @@ One trial is one synchronous round built from the library's own parts:
 
 The estimate is ghat = hbar + A with hbar = sum_i w_i h_i (ghat = A without
 control variates), and the target is gbar = sum_i w_i g_i.  Facts checked
-(METHOD.md, "Facts the tests should pin down"), with omega = m / tau - 1 and
+(docs/method.md, "Why it works"), with omega = m / tau - 1 and
 d_i = g_i - h_i (d_i = g_i without control variates):
 
 - E[ghat] = gbar;
@@ -152,7 +152,7 @@ def _problem(partition):
 
 
 def _expected_moments(sparsifier, g, h, w, use_cv):
-    """Per-coordinate variance of ghat and E||ghat - gbar||^2 (METHOD.md)."""
+    """Per-coordinate variance of ghat and E||ghat - gbar||^2 (docs/method.md)."""
     omega = sparsifier.omega
     d = g - h if use_cv else g
     if isinstance(sparsifier, Shared):
@@ -221,7 +221,7 @@ def test_variance(name, partition, use_cv):
     # the value (so a 5% error in the variance formula would be caught).
     assert tol <= 0.05 * expected, f"too few trials: 5 sigma = {tol / expected:.1%}"
     assert abs(mean - expected) <= tol, (
-        f"E||ghat - gbar||^2: measured {mean:.6g}, METHOD.md {expected:.6g} "
+        f"E||ghat - gbar||^2: measured {mean:.6g}, docs/method.md {expected:.6g} "
         f"({(mean - expected) / expected:+.2%}, tolerance {tol / expected:.2%})")
     # The other mask's formula must be rejected by the same test.
     other = SPARSIFIERS["shared" if name == "independent" else "independent"](
@@ -424,8 +424,9 @@ def test_independent_with_all_blocks_is_exact_every_round():
 
 
 def test_control_variates_update_only_the_sent_blocks():
-    # METHOD.md step 6: h_i <- g_i on U_i, unchanged elsewhere; values are
-    # (m / tau) (g_i - h_i) on U_i, in the order of the block list.
+    # docs/method.md, "One round", step 6: h_i <- g_i on U_i, unchanged
+    # elsewhere; values are (m / tau) (g_i - h_i) on U_i, in the order of the
+    # block list.
     starts = PARTITIONS["uneven"]["starts"]
     m = len(starts) - 1
     g, h, _ = _problem("uneven")
