@@ -268,7 +268,7 @@ def timings(problem, X, y, kind, C, F_star, repeats):
     gap = (sklearn_objective(kind, C, X, y, np.atleast_2d(default.coef_),
                              default.intercept_) - F_star) / abs(F_star)
     print(f"\n{problem} at the defaults (n_workers=4): {t['ours']:.3f} s to gap "
-          f"{gap:.1e} ({default.n_iter_} iterations, {warned}), scikit-learn's "
+          f"{gap:.1e} ({default.n_iter_[0]} iterations, {warned}), scikit-learn's "
           f"default {t['sklearn']:.3f} s: {t['ours'] / t['sklearn']:.2f}x; n_jobs=2 "
           f"{t['n_jobs=2']:.3f} s: {t['n_jobs=2'] / t['ours']:.2f}x the in-process "
           f"fit; one iteration (max_iter=1) {one['ours']:.3f} s, scikit-learn's saga "
@@ -295,7 +295,7 @@ def elastic_net_timings(repeats):
     F_star = objective(exact)
     print(f"\nabalone-elasticnet at the defaults (alpha=1, l1_ratio=0.5, "
           f"n_workers=4): {t['ours']:.3f} s to gap "
-          f"{(objective(ours) - F_star) / F_star:.1e} ({ours.n_iter_} iterations, "
+          f"{(objective(ours) - F_star) / F_star:.1e} ({np.max(ours.n_iter_)} iterations, "
           f"{warned}, {np.sum(ours.coef_ == 0)} zeros as scikit-learn's "
           f"{np.sum(exact.coef_ == 0)}), scikit-learn's default {t['sklearn']:.3f} s: "
           f"{t['ours'] / t['sklearn']:.2f}x")

@@ -40,7 +40,8 @@ for sparsifier in ["none", "shared", "independent"]:
     h = est.history_
     hit = np.flatnonzero((h["objective"] - f_star) / f_star <= target)
     if not hit.size:
-        print(f"{sparsifier:<12} {est.step_size_:>8.3g}   not reached in {est.n_iter_} rounds")
+        print(f"{sparsifier:<12} {est.step_size_:>8.3g}   not reached in "
+              f"{est.n_iter_[0]} rounds")
         continue
     rounds, sent = h["rounds"][hit[0]], h["uplink_bytes"][hit[0]]
     dense_bytes = dense_bytes or sent
