@@ -5,8 +5,8 @@ Run from anywhere:
     python benchmarks/bench_epoch_time.py            # full run, a few minutes on 2 cores
     python benchmarks/bench_epoch_time.py --quick    # 1 fit per config, no multinomial news20
 
-The datasets are read from ``<repo>/../shared/datasets`` (``/work/shared/datasets``
-when the repository is ``/work/main``); set ``DSPARSE_DATASETS`` to use another folder.
+The datasets are read from ``<repo>/datasets``; set ``DSPARSE_DATASETS`` to use
+another folder.
 
 What is measured
 ----------------
@@ -81,8 +81,8 @@ def load(name):
     file, n_features = DATASETS[name]
     path = datasets_dir() / file
     if not path.exists():
-        sys.exit(f"dataset not found: {path} (set DSPARSE_DATASETS to the folder "
-                 "holding the svmlight .bz2 files)")
+        sys.exit(f"dataset not found: {path} (the repository's datasets/ folder, "
+                 "or DSPARSE_DATASETS if set)")
     X, y = load_svmlight_file(str(path), n_features=n_features, zero_based=False)
     # scikit-learn's saga refuses int64 sparse indices; give both libraries the
     # same int32 CSR matrix.

@@ -3,8 +3,8 @@
     python benchmarks/bench_round_time.py
 
 About 5-6 minutes on 2 cores (it keeps itself under a ~345 s budget and says
-what it skipped).  The a9a file is read from ``<repo>/../shared/datasets``
-(``/work/shared/datasets`` for ``/work/main``); ``DSPARSE_DATASETS`` overrides.
+what it skipped).  The a9a file is read from ``<repo>/datasets``;
+``DSPARSE_DATASETS`` overrides.
 
 What is measured
 ----------------

@@ -1,7 +1,7 @@
 """Rounds and uplink bytes to a given accuracy: dense averaging, shared masks
 and independent block sparsification, on a5a (L2 logistic regression).
 
-Run from the repository root (the datasets are read from ../shared/datasets or
+Run from the repository root (the datasets are read from datasets/ or
 $DSPARSE_DATASETS):
 
     python examples/compare_sparsifiers.py

@@ -15,11 +15,12 @@ N_FEATURES = {"a1a": 123, "a5a": 123, "a9a": 123, "a9a.t": 123, "mushrooms": 112
 
 @lru_cache(maxsize=None)
 def load(name):
-    """(X CSR float64, y) of a shared dataset (cached: tests must not modify it)."""
+    """(X CSR float64, y) of a dataset in datasets/ (cached: tests must not modify it)."""
     path = DATASETS / f"{name}.bz2"
     if not path.exists():
-        pytest.fail(f"dataset {path} not found: set DSPARSE_DATASETS to the shared "
-                    "datasets folder")
+        pytest.fail(f"dataset {path} not found: the test datasets ship in the "
+                    "repository's datasets/ folder (DSPARSE_DATASETS, if set, "
+                    "replaces it)")
     X, y = load_svmlight_file(str(path), n_features=N_FEATURES[name],
                               zero_based=False)
     X.eliminate_zeros()
