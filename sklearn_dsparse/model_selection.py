@@ -391,8 +391,11 @@ def objective(estimator, X, y, sample_weight=None, *, coef=None, intercept=None)
             f"coef has shape {np.shape(coef)}; with {n_features} features and "
             f"{n_outputs} outputs (a binary problem has one), the estimator's "
             f"coef_ would have shape ({n_outputs}, {n_features}).")
-    intercept = np.broadcast_to(np.asarray(intercept, dtype=np.float64).ravel(),
-                                (n_outputs,))
+    intercept = np.asarray(intercept, dtype=np.float64).ravel()
+    if intercept.size not in (1, n_outputs):
+        raise ValueError(f"intercept has {intercept.size} values; the estimator's "
+                         f"intercept_ would have {n_outputs}.")
+    intercept = np.broadcast_to(intercept, (n_outputs,))
     # The intercept as the last parameter row, always present: a zero
     # intercept contributes nothing, so one layout serves both settings.
     W = np.ascontiguousarray(np.vstack([coef_rows, intercept[np.newaxis]]))

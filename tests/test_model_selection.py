@@ -230,6 +230,8 @@ def test_objective_checks_its_coefficients(breast_cancer):
         objective(est, X, y, coef=est.coef_)
     with pytest.raises(ValueError, match=r"coef_ would have shape \(1, 30\)"):
         objective(est, X, y, coef=np.zeros((2, 30)), intercept=0.0)
+    with pytest.raises(ValueError, match="intercept_ would have 1"):
+        objective(est, X, y, coef=est.coef_, intercept=[0.0, 0.0])
     with pytest.raises(TypeError, match="not an sklearn-dsparse estimator"):
         objective(LogisticRegression(), X, y, coef=est.coef_, intercept=0.0)
 
