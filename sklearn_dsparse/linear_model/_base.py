@@ -177,6 +177,14 @@ class DistributedSparseRegressorMixin(DistributedSparseMixin):
     def _penalty(self, total_weight):
         raise NotImplementedError
 
+    def _objective_parts(self, y, sample_weight):
+        """(loss, Y of shape (n_samples, n_targets), row weights, penalty,
+        objective_scale) of the objective on targets ``y``; see
+        ``DistributedSparseLogisticRegression._objective_parts``."""
+        Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        penalty, scale = self._penalty(float(sample_weight.sum()))
+        return SQUARED, Y, sample_weight, penalty, scale
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
@@ -202,9 +210,8 @@ class DistributedSparseRegressorMixin(DistributedSparseMixin):
                              dtype=[np.float64, np.float32], multi_output=True,
                              y_numeric=True)
         sample_weight = self._validated_sample_weight(sample_weight, X)
-        Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
-        penalty, scale = self._penalty(float(sample_weight.sum()))
-        W = self._fit_dsparse(X, Y, sample_weight, SQUARED, penalty, scale)
+        loss, Y, sample_weight, penalty, scale = self._objective_parts(y, sample_weight)
+        W = self._fit_dsparse(X, Y, sample_weight, loss, penalty, scale)
         # Computed in float64; the model takes the input's precision, as
         # scikit-learn's solvers for float32 input.
         W = W.astype(X.dtype)

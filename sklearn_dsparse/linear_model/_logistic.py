@@ -127,32 +127,9 @@ class DistributedSparseLogisticRegression(
         X, y = validate_data(self, X, y, accept_sparse="csr",
                              dtype=[np.float64, np.float32])
         check_classification_targets(y)
-        encoder = LabelEncoder()
-        y_index = encoder.fit_transform(y)
-        self.classes_ = encoder.classes_
-        n_classes = len(self.classes_)
-        if n_classes < 2:
-            raise ValueError(
-                "This solver needs samples of at least 2 classes in the data, but "
-                f"the data contains only one class: {self.classes_[0]!r}.")
+        self.classes_ = LabelEncoder().fit(y).classes_
         sample_weight = self._validated_sample_weight(sample_weight, X)
-        if self.class_weight is not None:
-            class_weight = compute_class_weight(self.class_weight,
-                                                classes=self.classes_, y=y)
-            sample_weight = sample_weight * class_weight[y_index]
-        if n_classes == 2:
-            loss, Y = LOGISTIC, (y_index == 1).astype(np.float64)[:, None]
-        else:
-            loss, Y = MULTINOMIAL, np.eye(n_classes)[y_index]
-
-        total = float(np.sum(sample_weight))
-        if np.isinf(self.C):
-            penalty, scale = ElasticNetPenalty(), total
-        else:
-            strength = 1.0 / (self.C * total)
-            penalty = ElasticNetPenalty(l2=(1 - self.l1_ratio) * strength,
-                                        l1=self.l1_ratio * strength)
-            scale = self.C * total
+        loss, Y, sample_weight, penalty, scale = self._objective_parts(y, sample_weight)
         # Computed in float64; the model takes the input's precision, as
         # LogisticRegression's solvers for float32 input.
         W = self._fit_dsparse(X, Y, sample_weight, loss, penalty, scale).astype(X.dtype)
@@ -162,6 +139,35 @@ class DistributedSparseLogisticRegression(
                            else np.zeros_like(W[0]))
         self.n_iter_ = np.array([self.n_iter_], dtype=np.int32)
         return self
+
+    def _objective_parts(self, y, sample_weight):
+        """(loss, encoded Y, row weights, penalty, objective_scale) of the
+        objective on targets ``y``: ``objective_scale * F`` is the docstring's
+        objective, F the weighted mean loss plus ``penalty``.  Used by ``fit``
+        and by ``sklearn_dsparse.model_selection.objective``."""
+        encoder = LabelEncoder()
+        y_index = encoder.fit_transform(y)
+        classes = encoder.classes_
+        if len(classes) < 2:
+            raise ValueError(
+                "This solver needs samples of at least 2 classes in the data, but "
+                f"the data contains only one class: {classes[0]!r}.")
+        if self.class_weight is not None:
+            class_weight = compute_class_weight(self.class_weight, classes=classes,
+                                                y=y)
+            sample_weight = sample_weight * class_weight[y_index]
+        if len(classes) == 2:
+            loss, Y = LOGISTIC, (y_index == 1).astype(np.float64)[:, None]
+        else:
+            loss, Y = MULTINOMIAL, np.eye(len(classes))[y_index]
+
+        total = float(np.sum(sample_weight))
+        if np.isinf(self.C):
+            return loss, Y, sample_weight, ElasticNetPenalty(), total
+        strength = 1.0 / (self.C * total)
+        penalty = ElasticNetPenalty(l2=(1 - self.l1_ratio) * strength,
+                                    l1=self.l1_ratio * strength)
+        return loss, Y, sample_weight, penalty, self.C * total
 
     def predict_proba(self, X):
         """Probability of each class, columns in the order of ``classes_``."""
