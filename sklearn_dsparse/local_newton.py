@@ -200,10 +200,25 @@ class LocalSolver:
         self.damping = relative
         self.mu = relative * self.scale
         if self.direct:
-            H = self.hessian.copy()
-            H[np.diag_indices_from(H)] += self.mu
-            self.factor = cho_factor(H, lower=True, check_finite=False,
-                                     overwrite_a=True)
+            # A singular local Hessian (no penalty: the multinomial's class
+            # sums, separable rows) with a damping below its rounding errors
+            # is not numerically positive definite: damp it more, until it is
+            # (deterministic: the same on every engine).
+            mu = self.mu
+            for _ in range(40):
+                H = self.hessian.copy()
+                H[np.diag_indices_from(H)] += mu
+                try:
+                    self.factor = cho_factor(H, lower=True, check_finite=False,
+                                             overwrite_a=True)
+                    break
+                except np.linalg.LinAlgError:
+                    mu = max(10.0 * mu, 1e-12 * self.scale)
+            else:
+                raise FloatingPointError(
+                    "The local Hessian could not be factored at any damping: the "
+                    "data hold non-finite or huge values. Scale X.")
+            self.mu = mu
         else:
             self.preconditioner = 1.0 / (self.weights + self.mu)
 

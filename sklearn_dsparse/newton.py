@@ -45,9 +45,18 @@ factorisations).  With an L1 penalty the iteration is OWL-QN (Andrew & Gao,
 pseudo-gradient, direction and trial points kept in the orthant of the
 current point, which gives the exact zeros of the optimum.
 
+A unit step that gains more than 1.5 times what the quadratic model
+predicts (F nearly linear along a direction too short for a flat valley) is
+doubled while F keeps falling.
+
 The iteration stops when the estimated suboptimality, half the Newton
 decrement ``-slope / 2`` (the slope of F along the direction, about
-``g^T H^{-1} g``), is at most ``tol^2 / 2`` times ``|F|``.  Both kinds of
+``g^T H^{-1} g``), is at most ``tol^2 / 2`` times ``|F|``, provided the last
+step went as the model predicted (a unit step gaining 1/4 to 1.5 times the
+estimate) and the decreases of F, extrapolated geometrically from the last
+two, add up to no more than that either: where the averaged local Hessians
+miss a flat direction (small shards, nearly separable classes) the decrement
+alone reads small long before the optimum.  Both kinds of
 round are counted as rounds; F comes from the workers' own values, so the
 objective history costs the driver no pass over the data.
 """
@@ -75,6 +84,9 @@ GOOD_STEP, POOR_STEP = 0.75, 0.25
 #: search runs on the exact F and gradient, sent in float64), so rounding
 #: them costs no accuracy at the optimum, and saves a quarter of the uplink.
 ANSWER_DTYPE = np.dtype(np.float32)
+#: A unit step gaining more than ``EXPAND`` times the model's estimate is
+#: doubled while the objective falls, up to ``MAX_STEP``.
+EXPAND, MAX_STEP = 1.5, 2.0 ** 20
 #: Armijo's sufficient decrease, and the most halvings of a step.
 ARMIJO = 1e-4
 MAX_BACKTRACKS = 40
@@ -260,6 +272,19 @@ class NewtonMaster:
         return weighted / self.balance
 
 
+def _tail(before_last, last):
+    """What the coming steps would still gain if the decreases of F kept
+    shrinking at the rate of the last two: the sum of the geometric series.
+    The decrement ``-slope / 2`` estimates the suboptimality only where the
+    direction is about Newton's; a direction too short for a flat valley
+    (small shards, nearly separable classes) makes it small while F still
+    falls slowly, step after step: this catches it."""
+    if not last < before_last:
+        return np.inf
+    rate = last / before_last
+    return last * rate / (1.0 - rate)
+
+
 def _next_damping(damping, ratio, step):
     """Trust-region style: less damping after a unit step that gained what a
     Newton step would (``ratio``: the decrease over -slope / 2), more after a
@@ -353,6 +378,11 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
     record(F, w.reshape(shape))
     memory = _Memory(MEMORY)
     damping = INITIAL_DAMPING if problem.n_workers > 1 else MIN_DAMPING
+    decreases = [np.inf, np.inf]  # of F by the last two accepted steps
+    # Whether the last step went as the quadratic model said (a unit step
+    # gaining about what it predicted): only then does the decrement
+    # estimate the suboptimality.
+    model_held = False
     for iteration in range(1, max_iter + 1):
         pg = pseudo_gradient(G, w, l1, penalised)
         q, alphas = memory.first_loop(pg)
@@ -369,7 +399,8 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
             memory = _Memory(MEMORY)
             direction = -pg
             slope = -float(pg @ pg)
-        if -slope <= tol * tol * max(abs(F), np.finfo(float).tiny) or slope == 0.0:
+        if slope == 0.0 or (model_held and max(-slope / 2, _tail(*decreases))
+                            <= tol * tol / 2 * abs(F)):
             return w.reshape(shape), iteration - 1, True, None
         orthant = np.where(w != 0, np.sign(w), -np.sign(pg))
         step = 1.0
@@ -386,7 +417,23 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
                 "the line search found no decrease of the objective along the "
                 f"direction (estimated suboptimality {-slope / 2:.3g}): rounding "
                 "errors dominate, or the data overflow the loss")
-        damping = _next_damping(damping, (F - F_trial) / (-slope / 2), step)
+        ratio = (F - F_trial) / (-slope / 2)
+        # A unit step that gains far more than the quadratic model says: F is
+        # nearly linear along the direction, which is too short (a flat
+        # valley the averaged local Hessians do not see, e.g. nearly
+        # separable classes): double the step while F keeps falling.
+        expand = step == 1.0 and ratio > EXPAND
+        while expand and step < MAX_STEP:
+            longer = w + 2.0 * step * direction
+            if l1 > 0.0:
+                longer[penalised & (np.sign(longer) != orthant)] = 0.0
+            F_longer, G_longer = evaluate(longer)
+            if not F_longer < F_trial:
+                break
+            step, trial, F_trial, G_trial = 2.0 * step, longer, F_longer, G_longer
+        damping = _next_damping(damping, ratio, min(step, 1.0))
+        decreases = [decreases[1], F - F_trial]
+        model_held = step == 1.0 and POOR_STEP <= ratio <= EXPAND
         memory.add(trial - w, G_trial - G)
         w, F, G = trial, F_trial, G_trial
         record(F, w.reshape(shape))
