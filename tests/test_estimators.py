@@ -441,3 +441,17 @@ def test_verbose_prints_compact_progress(solver, capsys, monkeypatch):
     monkeypatch.setattr(_progress, "_kernels_loaded", False)
     DistributedSparseLogisticRegression(verbose=1, random_state=0).fit(X, y)
     assert "loading the compiled kernels" in _lines(capsys, "newton")[0]
+
+
+@pytest.mark.parametrize("module_name", [
+    "sklearn_dsparse.linear_model._logistic", "sklearn_dsparse.linear_model._ridge",
+    "sklearn_dsparse.linear_model._elastic_net", "sklearn_dsparse.model_selection"])
+def test_docstring_examples_run_without_a_warning(module_name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(module_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a ConvergenceWarning at the defaults
+        failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert failed == 0 and attempted > 0

@@ -50,7 +50,19 @@ class DistributedSparseElasticNet(RegressorMixin, DistributedSparseRegressorMixi
         is fitted in the same iterations, so the entries are equal).
 
 {SHARED_ATTRIBUTES}
-{STOCHASTIC_NOTE}"""
+{STOCHASTIC_NOTE}
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.linear_model import ElasticNet
+    >>> from sklearn_dsparse import DistributedSparseElasticNet
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> reg = DistributedSparseElasticNet(alpha=0.01, random_state=0).fit(X, y)
+    >>> ref = ElasticNet(alpha=0.01).fit(X, y)
+    >>> float(np.linalg.norm(reg.coef_ - ref.coef_) / np.linalg.norm(ref.coef_)) < 1e-4
+    True
+    """
 
     _parameter_constraints = {
         **DistributedSparseRegressorMixin._parameter_constraints,

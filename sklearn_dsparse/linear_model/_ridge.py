@@ -40,7 +40,19 @@ class DistributedSparseRidge(RegressorMixin, DistributedSparseRegressorMixin,
         same iterations, so the entries are equal).
 
 {SHARED_ATTRIBUTES}
-{STOCHASTIC_NOTE}"""
+{STOCHASTIC_NOTE}
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn_dsparse import DistributedSparseRidge
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> reg = DistributedSparseRidge(alpha=0.1, n_workers=4, random_state=0).fit(X, y)
+    >>> ref = Ridge(alpha=0.1).fit(X, y)
+    >>> float(np.linalg.norm(reg.coef_ - ref.coef_) / np.linalg.norm(ref.coef_)) < 1e-4
+    True
+    """
 
     _parameter_constraints = {
         **DistributedSparseRegressorMixin._parameter_constraints,
