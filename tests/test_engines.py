@@ -19,6 +19,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn_dsparse import (DistributedSparseElasticNet,
                              DistributedSparseLogisticRegression, DistributedSparseRidge)
 from sklearn_dsparse.engines import JoblibEngine, WorkerProcessError
+from sklearn_dsparse.engines._tasks import TASK_GRACE
 
 from conftest import load
 
@@ -214,6 +215,53 @@ def test_killed_worker_process_fails_fast_and_cleans_up(monkeypatch, solver):
     assert wait_until_gone(engine.pids) == []
     with pytest.raises(OSError):  # the port is closed
         Client(engine.master_address, authkey=b"x")
+
+
+@pytest.mark.parametrize("solver", ["saga", "newton"])
+def test_frozen_worker_process_fails_at_the_deadline_and_is_ended(monkeypatch, solver):
+    # SIGSTOP: what a hung node or a swapping machine looks like (the
+    # connection stays open, nothing arrives).
+    monkeypatch.setenv("SKLEARN_DSPARSE_ROUND_TIMEOUT", "1")
+    X, y = data("classifier", "sparse")
+    seen = interrupting(monkeypatch, lambda e: os.kill(e.pids[0], signal.SIGSTOP),
+                        solver=solver)
+    start = time.monotonic()
+    with pytest.raises(WorkerProcessError, match=r"worker task 0 \(workers 0 to 1, "
+                       r"process \d+ on host .*\) was silent for .* past the round "
+                       r"deadline of .*SKLEARN_DSPARSE_ROUND_TIMEOUT = 1 s"):
+        fit("classifier", X, y, solver=solver, n_workers=4, n_jobs=2, max_iter=5)
+    engine = seen["engine"]
+    # the deadline (the slowest round so far, plus 1 s), then the frozen
+    # task's grace before it is killed
+    assert time.monotonic() - start < engine._armed + 2 * TASK_GRACE + 5
+    assert wait_until_gone(engine.pids) == []
+    assert not engine._thread.is_alive()
+    with pytest.raises(OSError):  # the port is closed
+        Client(engine.master_address, authkey=b"x")
+
+
+def test_connections_keep_alive_and_have_the_round_deadline(monkeypatch):
+    import socket
+    import struct
+
+    monkeypatch.setenv("SKLEARN_DSPARSE_ROUND_TIMEOUT", "7")
+    seen = {}
+
+    def look(engine):
+        sock = socket.socket(fileno=os.dup(engine._conns[0].fileno()))
+        try:
+            seen["keepalive"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            seconds, micro = struct.unpack("@ll", sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("@ll")))
+            seen["timeout"] = seconds + micro / 1e6
+        finally:
+            sock.close()
+
+    interrupting(monkeypatch, look, solver="newton")
+    X, y = data("classifier", "sparse")
+    fit("classifier", X, y, solver="newton", n_workers=4, n_jobs=2, max_iter=3)
+    assert seen["keepalive"] == 1
+    assert 7 <= seen["timeout"] < 8  # 7 s past the slowest round (of a second)
 
 
 @pytest.mark.parametrize("solver", ["saga", "newton"])

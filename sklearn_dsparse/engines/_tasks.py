@@ -14,10 +14,19 @@ is None, ``SKLEARN_DSPARSE_MASTER_ADDRESS``, else 127.0.0.1: set it to an
 address of the driver the cluster's workers can reach), and tasks
 that have not connected after ``SKLEARN_DSPARSE_CONNECT_TIMEOUT`` seconds
 (default 60) make the fit fail: the backend could not run them all at once.
+
+No fit hangs on a silent task: every read and write of the master fails
+after the round deadline, the slowest round (or epoch) seen so far plus
+``SKLEARN_DSPARSE_ROUND_TIMEOUT`` seconds (default 60), and the fit raises a
+``WorkerProcessError`` naming the task, its workers, process and host.  The
+tasks of a local backend (loky) that have not ended a few seconds after
+their connections closed are killed; both ends keep TCP keepalive, so a task
+whose master's host vanished ends too.
 """
 
 import os
 import queue
+import signal
 import socket
 import threading
 import time
@@ -29,9 +38,13 @@ from joblib import Parallel, delayed, parallel_config
 from joblib.parallel import get_active_backend
 
 from ..exceptions import WorkerProcessError
-from ._transport import no_delay
+from ._transport import keep_alive, no_delay, set_timeouts
 from .base import Engine
 
+
+#: Seconds the tasks get to end once their connections are closed, before
+#: those of a local backend are killed.
+TASK_GRACE = 2.0
 
 #: The order of an engine's byte counters of the connections (``wire_bytes``).
 WIRE_BYTES = ("uplink_payload_bytes", "uplink_framing_bytes",
@@ -48,7 +61,8 @@ def serve(address, authkey, host):
         return  # the fit ended (or failed) before this task could start
     try:
         no_delay(conn)  # both ends: rounds are small writes
-        conn.send(os.getpid())
+        keep_alive(conn)
+        conn.send((os.getpid(), socket.gethostname()))
         # Workers share the cores with each other: one BLAS thread each.
         with threadpool_limits(1):
             host(conn)
@@ -68,6 +82,11 @@ class TaskEngine(Engine):
         self.address = master_address or os.environ.get(
             "SKLEARN_DSPARSE_MASTER_ADDRESS", "127.0.0.1")
         self.timeout = float(os.environ.get("SKLEARN_DSPARSE_CONNECT_TIMEOUT", 60))
+        self.round_margin = float(os.environ.get("SKLEARN_DSPARSE_ROUND_TIMEOUT", 60))
+        self._slowest = 0.0
+        self._armed = None
+        self._killable = False
+        self.hosts = []
         self._conns = []
         self._listener = None
         self._thread = None
@@ -81,8 +100,12 @@ class TaskEngine(Engine):
         their connections; return the worker ids each task hosts (consecutive
         ranges, in the order of ``self._conns``)."""
         backend, _ = get_active_backend()
+        # Processes of this machine that the backend made for its tasks (not
+        # a cluster's workers, nor this process's threads) may be killed.
+        self._killable = type(backend).__name__ in ("LokyBackend",
+                                                    "MultiprocessingBackend")
         n_procs = min(n_workers, self._effective_n_jobs(backend))
-        groups = np.array_split(np.arange(n_workers), n_procs)
+        groups = self._groups = np.array_split(np.arange(n_workers), n_procs)
         key = os.urandom(32)
         try:
             self._listener = Listener((self.address, 0), authkey=key, backlog=n_procs)
@@ -113,9 +136,39 @@ class TaskEngine(Engine):
             except queue.Empty:
                 continue
             no_delay(conn)
-            self.pids.append(conn.recv())
+            keep_alive(conn)
+            pid, host = conn.recv()
+            self.pids.append(pid)
+            self.hosts.append(host)
             self._conns.append(conn)
+        self._arm_deadline()
         return groups
+
+    def _arm_deadline(self):
+        """Reads and writes of the master that block longer than the slowest
+        round so far plus ``round_margin`` fail (re-armed as it grows)."""
+        deadline = self._slowest + self.round_margin
+        if self._armed is None or deadline > 1.1 * self._armed:
+            for conn in self._conns:
+                set_timeouts(conn, deadline)
+            self._armed = deadline
+
+    def _record_round(self, seconds):
+        self._slowest = max(self._slowest, seconds)
+        self._arm_deadline()
+
+    def _deadline_error(self, task, waited, unit="round"):
+        """The error of a fit whose task ``task`` stayed silent past the deadline."""
+        workers = self._groups[task]
+        return WorkerProcessError(
+            f"worker task {task} (workers {workers[0]} to {workers[-1]}, process "
+            f"{self.pids[task]} on host {self.hosts[task]!r}) was silent for "
+            f"{waited:.1f} s, past the round deadline of {self._armed:.1f} s (the "
+            f"slowest {unit} so far, {self._slowest:.3g} s, plus "
+            f"SKLEARN_DSPARSE_ROUND_TIMEOUT = {self.round_margin:g} s): it is "
+            "frozen, or its host cannot be reached. The fit is abandoned; "
+            "set SKLEARN_DSPARSE_ROUND_TIMEOUT higher if its rounds can be that "
+            "slow.")
 
     def _effective_n_jobs(self, backend):
         n_jobs = self.n_jobs
@@ -162,5 +215,16 @@ class TaskEngine(Engine):
             while self._accepted is not None and not self._accepted.empty():
                 self._accepted.get().close()
         if self._thread is not None:
-            self._thread.join(timeout=self.timeout)
+            self._thread.join(timeout=TASK_GRACE)
+            if self._thread.is_alive() and self._killable:
+                # A task that does not end (frozen: its process stopped) would
+                # hold a worker of the backend for ever.
+                here = socket.gethostname()
+                for pid, host in zip(self.pids, self.hosts):
+                    if host == here and pid != os.getpid():
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except (ProcessLookupError, PermissionError):
+                            pass
+                self._thread.join(timeout=TASK_GRACE)
         self._conns = []

@@ -26,6 +26,7 @@ Python can run its handler).
 import errno
 import os
 import socket
+import struct
 import sys
 
 import numpy as np
@@ -45,6 +46,8 @@ OK = 0
 CLOSED = -1
 TOO_LARGE = -2
 EINTR = errno.EINTR
+#: The status of a read or write that hit the round deadline (``set_timeouts``).
+TIMED_OUT = (errno.EAGAIN, errno.EWOULDBLOCK)
 
 # Where the C library keeps errno for the calling thread.
 _ERRNO_LOCATION = "__error" if sys.platform.startswith(("darwin", "freebsd")) else \
@@ -92,6 +95,36 @@ def no_delay(conn):
     sock = socket.socket(fileno=os.dup(conn.fileno()))
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    finally:
+        sock.close()
+
+
+def keep_alive(conn, idle=30, interval=10, count=3):
+    """TCP keepalive: a peer whose host vanished without closing the
+    connection (power lost, network partition) is declared gone after about
+    ``idle + interval * count`` seconds of silence, so that a blocked read
+    fails instead of waiting forever (a task whose master vanished ends)."""
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPALIVE", idle),
+                            ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+            if hasattr(socket, name):  # Linux has KEEPIDLE, macOS KEEPALIVE
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    finally:
+        sock.close()
+
+
+def set_timeouts(conn, seconds):
+    """Make a read or a write on ``conn`` that blocks for ``seconds`` fail
+    with ``EAGAIN`` (SO_RCVTIMEO, SO_SNDTIMEO): the round deadline, which
+    holds inside compiled reads as well as Python's."""
+    whole = int(seconds)
+    timeval = struct.pack("@ll", whole, int((seconds - whole) * 1e6))
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
     finally:
         sock.close()
 

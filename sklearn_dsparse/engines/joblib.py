@@ -27,12 +27,14 @@ and every node steps from the broadcast message itself.
 """
 
 import os
+import time
 
 import numpy as np
 from numba import njit
 
 from .._layout import flat, kernel_view, n_outputs
 from ..accounting import count_message, count_round, new_counters
+from ..exceptions import WorkerProcessError
 from ..master import aggregate_message, step_from_broadcast
 from ..messages import (BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES, _get_uint,
                         _put_uint, copy_into, message_nbytes, read_header,
@@ -40,11 +42,10 @@ from ..messages import (BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES, _get_uint,
 from ..solvers import GD, SAGA, init_saga_table
 from ..worker import emit_message, message_values, worker_estimate
 from . import _tasks
-from ..exceptions import WorkerProcessError
 from ._tasks import WIRE_BYTES, TaskEngine
 from ._transport import (EINTR, FRAME_PREFIX_BYTES, LONG_FRAME_PREFIX_BYTES, OK,
-                         check, describe, next_frame, prefix_bytes, write_all,
-                         write_prefix)
+                         TIMED_OUT, check, describe, next_frame, prefix_bytes,
+                         write_all, write_prefix)
 
 # The master's command: the number of rounds of the next epoch (uint64), 0 to stop.
 COMMAND_BYTES = 8
@@ -566,13 +567,18 @@ class JoblibEngine(TaskEngine):
         progress = self._progress
         progress[:_PENDING_BEGIN] = 0  # round, stream, frame
         progress[_COMMANDED] = 0
+        started = time.perf_counter()
         while True:
             status = _master_rounds(progress, n_rounds, *self._round_args)
             if status == OK:
+                self._record_round(time.perf_counter() - started)
                 return
             if status == EINTR:
                 continue  # Python runs the signal's handler (KeyboardInterrupt) first
             self._raise_task_error()
+            if status in TIMED_OUT:
+                raise self._deadline_error(int(progress[_STREAM]),
+                                           time.perf_counter() - started, "epoch")
             if status == _PROTOCOL_ERROR:
                 self._raise_protocol_error()
             raise WorkerProcessError(

@@ -13,12 +13,14 @@ for bit.  The tasks are launched as ``_tasks`` describes; this transport is
 the standard library's, so it runs wherever joblib does.
 """
 
+import time
+
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from ..exceptions import WorkerProcessError
 from ..messages import HEADER_BYTES, decode_header, encode
 from ..newton import OP_STOP, NewtonWorkers, worker_spec
-from ..exceptions import WorkerProcessError
 from ._tasks import WIRE_BYTES, TaskEngine, serve
 from .base import Engine
 
@@ -103,7 +105,6 @@ class JoblibRoundEngine(TaskEngine):
         self.master = master
         self._counters = master.counters
         groups = self._launch(problem.n_workers, serve_rounds)
-        self._groups = groups
         for conn, group in zip(self._conns, groups):
             conn.send(worker_spec(problem, group, seed_sequences))
         partition = problem.partition
@@ -116,28 +117,36 @@ class JoblibRoundEngine(TaskEngine):
         command = np.empty(COMMAND_HEADER.itemsize + payload.nbytes, dtype=np.uint8)
         command[:COMMAND_HEADER.itemsize].view(COMMAND_HEADER)[0] = (op, 0, self._rounds)
         command[COMMAND_HEADER.itemsize:] = payload.view(np.uint8)
-        for conn in self._conns:
-            conn.send_bytes(command)
+        for task, conn in enumerate(self._conns):
+            try:
+                conn.send_bytes(command)
+            except BlockingIOError:  # the task reads nothing: the deadline
+                raise self._deadline_error(task, self._armed) from None
             self._wire[2] += command.nbytes
             self._wire[3] += _framing(command.nbytes)
 
     def round(self, op, payload):
         master = self.master
+        started = time.perf_counter()
+        task = 0
         try:
             self._broadcast(op, np.ascontiguousarray(payload, dtype=np.float64))
             master.begin(op, payload)
-            for conn, group in zip(self._conns, self._groups):
+            for task, (conn, group) in enumerate(zip(self._conns, self._groups)):
                 for worker in group:
                     frame = np.frombuffer(conn.recv_bytes(), dtype=np.uint8)
                     self._wire[0] += frame.nbytes
                     self._wire[1] += _framing(frame.nbytes)
                     master.receive(worker, *self._decode(op, worker, frame))
+        except BlockingIOError:  # the round deadline (set_timeouts)
+            raise self._deadline_error(task, time.perf_counter() - started) from None
         except (EOFError, OSError) as exc:
             self._raise_task_error()
             raise WorkerProcessError(
                 f"lost the connection to a worker process ({exc!r}): it was killed "
                 "or crashed. The fit is abandoned.") from exc
         self._rounds += 1
+        self._record_round(time.perf_counter() - started)
         return master.finish()
 
     def _decode(self, op, worker, frame):
