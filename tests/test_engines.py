@@ -182,6 +182,51 @@ def test_dask_backend_with_too_few_slots_fails_clearly(dask_client, monkeypatch)
         pytest.fail("the Dask cluster did not recover")
 
 
+def _recovered(X, y, seconds=60):
+    """Whether a fit on the Dask cluster succeeds again within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with parallel_config(backend="dask"):
+                fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=3)
+            return True
+        except WorkerProcessError:
+            time.sleep(1)
+    return False
+
+
+@pytest.mark.parametrize("fault", ["killed", "frozen"])
+def test_dask_worker_lost_mid_fit_fails_in_bounded_time(dask_client, monkeypatch, fault):
+    # The Dask worker process that runs task 0 is killed (its nanny restarts
+    # it) or stopped (a hung node), in the second epoch.
+    monkeypatch.setenv("SKLEARN_DSPARSE_ROUND_TIMEOUT", "2")
+    X, y = data("classifier", "sparse")
+    stop = signal.SIGKILL if fault == "killed" else signal.SIGSTOP
+    # Both Dask workers (a nanny restarting one leaves a single slot, and
+    # joblib runs a single task in the driver's own thread).
+    dask_client.wait_for_workers(2, timeout=60)
+
+    def lose_a_worker(engine):
+        assert engine.pids[0] != os.getpid()
+        os.kill(engine.pids[0], stop)
+
+    seen = interrupting(monkeypatch, lose_a_worker)
+    start = time.monotonic()
+    try:
+        with parallel_config(backend="dask"):
+            with pytest.raises(WorkerProcessError,
+                               match="killed or crashed" if fault == "killed"
+                               else "was silent for"):
+                fit("classifier", X, y, n_workers=4, n_jobs=2, max_iter=5)
+        assert time.monotonic() - start < 30
+    finally:
+        if fault == "frozen":
+            os.kill(seen["engine"].pids[0], signal.SIGCONT)
+    monkeypatch.undo()
+    assert _recovered(X, y)
+    dask_client.wait_for_workers(2, timeout=60)
+
+
 def interrupting(monkeypatch, action, at=2, solver="saga"):
     """Make the joblib engine of ``solver`` call ``action(engine)`` before its
     ``at``-th epoch (the paper's solvers) or round ("newton")."""
