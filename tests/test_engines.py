@@ -5,10 +5,14 @@ Also the joblib engine's wire accounting and its behaviour under faults.
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,6 +186,16 @@ def test_dask_backend_with_too_few_slots_fails_clearly(dask_client, monkeypatch)
         pytest.fail("the Dask cluster did not recover")
 
 
+@pytest.fixture(scope="module")
+def warm_kernels():
+    """Compile (or load) the kernels of both engines' tasks before a fault
+    test: a cold cache makes the first rounds slow, which a short round
+    deadline would take for a silent worker."""
+    X, y = data("classifier", "sparse")
+    for solver in ("saga", "newton"):
+        fit("classifier", X, y, solver=solver, n_workers=4, n_jobs=2, max_iter=2)
+
+
 def _recovered(X, y, seconds=60):
     """Whether a fit on the Dask cluster succeeds again within ``seconds``."""
     deadline = time.monotonic() + seconds
@@ -195,6 +209,7 @@ def _recovered(X, y, seconds=60):
     return False
 
 
+@pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("fault", ["killed", "frozen"])
 def test_dask_worker_lost_mid_fit_fails_in_bounded_time(dask_client, monkeypatch, fault):
     # The Dask worker process that runs task 0 is killed (its nanny restarts
@@ -262,6 +277,7 @@ def test_killed_worker_process_fails_fast_and_cleans_up(monkeypatch, solver):
         Client(engine.master_address, authkey=b"x")
 
 
+@pytest.mark.usefixtures("warm_kernels")
 @pytest.mark.parametrize("solver", ["saga", "newton"])
 def test_frozen_worker_process_fails_at_the_deadline_and_is_ended(monkeypatch, solver):
     # SIGSTOP: what a hung node or a swapping machine looks like (the
@@ -276,6 +292,7 @@ def test_frozen_worker_process_fails_at_the_deadline_and_is_ended(monkeypatch, s
                        r"deadline of .*SKLEARN_DSPARSE_ROUND_TIMEOUT = 1 s"):
         fit("classifier", X, y, solver=solver, n_workers=4, n_jobs=2, max_iter=5)
     engine = seen["engine"]
+    assert seen["epochs"] == 2  # the deadline held through the healthy first one
     # the deadline (the slowest round so far, plus 1 s), then the frozen
     # task's grace before it is killed
     assert time.monotonic() - start < engine._armed + 2 * TASK_GRACE + 5
@@ -330,20 +347,29 @@ def test_ctrl_c_during_the_rounds_stops_the_fit_and_the_workers(monkeypatch):
     # A real SIGINT, while the master waits for messages inside its compiled
     # rounds (epochs of 150 saga rounds of one row: the driver spends almost
     # all its time there): the read gives way, Python raises KeyboardInterrupt.
+    from sklearn_dsparse.engines.joblib import _ROUND
+
     X, y = data("classifier", "sparse")
     main = threading.get_ident()
 
-    def ctrl_c_soon(engine):
-        threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT)).start()
+    def ctrl_c_mid_epoch(engine):
+        # On an event, not a clock: once the compiled loop has counted rounds
+        # of this epoch (a cold kernel cache only delays it).
+        def watch():
+            while engine._progress[_ROUND] < 20:
+                time.sleep(0.001)
+            signal.pthread_kill(main, signal.SIGINT)
 
-    seen = interrupting(monkeypatch, ctrl_c_soon)
+        threading.Thread(target=watch, daemon=True).start()
+
+    seen = interrupting(monkeypatch, ctrl_c_mid_epoch)
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         fit("classifier", X, y, n_workers=4, n_jobs=2, solver="saga", batch_size=1,
             max_iter=100_000)
     assert time.monotonic() - start < 60
     engine = seen["engine"]
-    assert seen["epochs"] > 2  # it was interrupted in the rounds, not at start
+    assert seen["epochs"] == 2  # interrupted in the second epoch's rounds
     assert not engine._thread.is_alive()
     with pytest.raises(OSError):
         Client(engine.master_address, authkey=b"x")
@@ -492,3 +518,41 @@ def test_newton_runs_where_the_compiled_transport_cannot(monkeypatch):
     local = newton_fit("classifier", X, y, n_workers=4)
     remote = newton_fit("classifier", X, y, n_workers=4, n_jobs=2)
     assert_array_equal(remote.coef_, local.coef_)
+
+
+def test_a_script_that_fitted_with_n_jobs_exits_cleanly(tmp_path):
+    # No "leaked semlock objects" from loky's or Dask's resource tracker, no
+    # other warning, no process left: a user's script, run as one.
+    script = tmp_path / "fit_with_n_jobs.py"
+    script.write_text(textwrap.dedent("""
+        import warnings
+        from joblib import parallel_config
+        from sklearn.datasets import load_breast_cancer
+        from sklearn.preprocessing import StandardScaler
+        from sklearn_dsparse import DistributedSparseLogisticRegression as D
+
+        if __name__ == "__main__":
+            X, y = load_breast_cancer(return_X_y=True)
+            X = StandardScaler().fit_transform(X)
+            for solver in ("newton", "saga"):
+                D(solver=solver, n_jobs=2, max_iter=2000).fit(X, y)
+            import distributed
+            with distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                          processes=True, host="127.0.0.1",
+                                          dashboard_address=":0") as cluster, \\
+                    distributed.Client(cluster):
+                with parallel_config(backend="dask"):
+                    D(n_jobs=2).fit(X, y)
+            print("fitted")
+    """))
+    pytest.importorskip("distributed")
+    done = subprocess.run([sys.executable, "-W", "always", str(script)],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "fitted"
+    assert "leaked" not in done.stderr, done.stderr
+    # Nothing from this library or from joblib (Dask may warn about itself).
+    ours = [line for line in done.stderr.splitlines()
+            if "Warning" in line and ("sklearn_dsparse" in line or "joblib" in line)]
+    assert ours == [], done.stderr
