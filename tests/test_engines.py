@@ -556,3 +556,122 @@ def test_a_script_that_fitted_with_n_jobs_exits_cleanly(tmp_path):
     ours = [line for line in done.stderr.splitlines()
             if "Warning" in line and ("sklearn_dsparse" in line or "joblib" in line)]
     assert ours == [], done.stderr
+
+
+# The fault matrix's peers: what connects to the master while a fit starts.
+
+def _with_peers_at_start(monkeypatch, peers):
+    """Run ``peers(address)`` when the master listens, before its tasks start."""
+    from sklearn_dsparse.engines import _tasks
+
+    original = _tasks.TaskEngine._run_tasks
+
+    def run_tasks(self, backend, n_procs, task, address, key):
+        peers(address)
+        return original(self, backend, n_procs, task, address, key)
+
+    monkeypatch.setattr(_tasks.TaskEngine, "_run_tasks", run_tasks)
+
+
+def _open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("peer", ["silent", "garbage", "wrong key", "200 at once"])
+def test_peers_that_are_not_tasks_do_not_hold_up_the_fit(monkeypatch, peer):
+    import socket
+
+    opened = []
+
+    def peers(address):
+        if peer == "wrong key":
+            with pytest.raises(AuthenticationError):
+                Client(address, authkey=b"not the key")
+            return
+        for _ in range(200 if peer == "200 at once" else 1):
+            sock = socket.create_connection(address, timeout=30)
+            opened.append(sock)
+            if peer == "garbage":
+                sock.sendall(os.urandom(4096))
+            # "silent": connect, and say nothing until the fit is over
+
+    X, y = data("classifier", "sparse")
+    local = fit("classifier", X, y, solver="newton", n_workers=4, max_iter=3)
+    fit("classifier", X, y, solver="newton", n_workers=4, n_jobs=2, max_iter=3)
+    fds = _open_fds()  # with loky's pool of processes up
+    _with_peers_at_start(monkeypatch, peers)
+    monkeypatch.setenv("SKLEARN_DSPARSE_CONNECT_TIMEOUT", "30")
+    start = time.monotonic()
+    remote = fit("classifier", X, y, solver="newton", n_workers=4, n_jobs=2, max_iter=3)
+    # far less than the handshake's 10 s: nobody waited for the peers
+    assert time.monotonic() - start < 8
+    assert_array_equal(remote.coef_, local.coef_)
+    assert len(opened) == {"wrong key": 0, "200 at once": 200}.get(peer, 1)
+    for sock in opened:
+        sock.close()
+    # the master's ends close as their handshakes fail on the closed sockets
+    deadline = time.monotonic() + 15
+    while _open_fds() > fds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _open_fds() <= fds
+
+
+def test_master_that_tasks_cannot_reach_fails_fast(monkeypatch):
+    # The tasks' connections are refused (a master_address the cluster's
+    # nodes cannot reach): the fit says so as soon as the tasks have ended,
+    # not after SKLEARN_DSPARSE_CONNECT_TIMEOUT.
+    from sklearn_dsparse.engines import _tasks
+
+    def unreachable(address, authkey):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(_tasks, "Client", unreachable)
+    monkeypatch.setenv("SKLEARN_DSPARSE_CONNECT_TIMEOUT", "60")
+    X, y = data("classifier", "sparse")
+    start = time.monotonic()
+    with parallel_config(backend="threading"):  # tasks that see the patch
+        with pytest.raises(WorkerProcessError, match="2 of the 2 worker tasks ended "
+                           "without connecting to the master at 127.0.0.1:"):
+            fit("classifier", X, y, solver="newton", n_workers=4, n_jobs=2)
+    assert time.monotonic() - start < 10
+
+
+def _children():
+    me = str(os.getpid())
+    kids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[1] == me:
+                    kids.append(int(pid))
+        except (FileNotFoundError, IndexError, ProcessLookupError):
+            pass
+    return kids
+
+
+@pytest.mark.parametrize("solver", ["saga", "newton"])
+def test_twenty_fits_in_a_row_leave_nothing_behind(solver):
+    X, y = data("classifier", "sparse")
+    for _ in range(2):  # loky's pool of worker processes is made, then reused
+        fit("classifier", X, y, solver=solver, n_workers=4, n_jobs=2)
+    fds, children = _open_fds(), len(_children())
+    threads = threading.active_count()
+    for _ in range(20):
+        fit("classifier", X, y, solver=solver, n_workers=4, n_jobs=2)
+    assert _open_fds() <= fds
+    assert len(_children()) <= children
+    assert threading.active_count() <= threads
+
+
+def test_three_fits_at_once_from_three_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = data("classifier", "sparse")
+    params = [dict(solver="newton", n_workers=4), dict(solver="saga", n_workers=5),
+              dict(solver="newton", n_workers=7, C=0.1)]
+    local = [fit("classifier", X, y, **p) for p in params]
+    with ThreadPoolExecutor(3) as pool:
+        remote = list(pool.map(lambda p: fit("classifier", X, y, n_jobs=2, **p),
+                               params))
+    for a, b in zip(local, remote):
+        assert_array_equal(a.coef_, b.coef_)

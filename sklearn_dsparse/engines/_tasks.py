@@ -31,7 +31,8 @@ import socket
 import threading
 import time
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Listener
+from multiprocessing.connection import (Client, Listener, answer_challenge,
+                                        deliver_challenge)
 
 import numpy as np
 from joblib import Parallel, delayed, parallel_config
@@ -41,6 +42,9 @@ from ..exceptions import WorkerProcessError
 from ._transport import keep_alive, no_delay, set_timeouts
 from .base import Engine
 
+
+#: Seconds a peer of the listener has to prove it holds the fit's key.
+HANDSHAKE_SECONDS = 10.0
 
 #: Seconds the tasks get to end once their connections are closed, before
 #: those of a local backend are killed.
@@ -108,7 +112,9 @@ class TaskEngine(Engine):
         groups = self._groups = np.array_split(np.arange(n_workers), n_procs)
         key = os.urandom(32)
         try:
-            self._listener = Listener((self.address, 0), authkey=key, backlog=n_procs)
+            # Authenticated by ``_handshake``, one thread per peer, so that a
+            # silent or slow peer holds up no one else.
+            self._listener = Listener((self.address, 0), backlog=max(n_procs, 64))
         except OSError as exc:
             raise ValueError(
                 f"The driver cannot listen on master_address={self.address!r} "
@@ -117,7 +123,8 @@ class TaskEngine(Engine):
                 "None for SKLEARN_DSPARSE_MASTER_ADDRESS, else 127.0.0.1).") from exc
         self.master_address = self._listener.address
         accepted = self._accepted = queue.Queue()
-        threading.Thread(target=self._accept, args=(accepted,), daemon=True).start()
+        threading.Thread(target=self._accept, args=(accepted, key),
+                         daemon=True).start()
         self._thread = threading.Thread(
             target=self._run_tasks,
             args=(backend, n_procs, task, self.master_address, key), daemon=True)
@@ -134,6 +141,14 @@ class TaskEngine(Engine):
             try:
                 conn = accepted.get(timeout=0.05)
             except queue.Empty:
+                if not self._thread.is_alive() and accepted.empty():
+                    self._raise_task_error()
+                    raise WorkerProcessError(
+                        f"{n_procs - len(self._conns)} of the {n_procs} worker tasks "
+                        "ended without connecting to the master at "
+                        f"{self.master_address[0]}:{self.master_address[1]}: set "
+                        "master_address to an address of this machine that the "
+                        "workers can reach.")
                 continue
             no_delay(conn)
             keep_alive(conn)
@@ -177,14 +192,35 @@ class TaskEngine(Engine):
         except Exception:  # a backend without a notion of slots: trust n_jobs
             return max(1, n_jobs if n_jobs and n_jobs > 0 else 1)
 
-    def _accept(self, accepted):
+    def _accept(self, accepted, key):
+        # Until close(), which wakes this thread up by connecting.
         while not self._closing:
             try:
-                accepted.put(self._listener.accept())
-            except (AuthenticationError, EOFError, OSError, AttributeError):
-                # A client without this fit's key is refused; keep serving
-                # until close() (which wakes this thread up by connecting).
+                conn = self._listener.accept()
+            except (OSError, AttributeError):
                 continue
+            if self._closing:
+                conn.close()
+                break
+            threading.Thread(target=self._handshake, args=(conn, key, accepted),
+                             daemon=True).start()
+
+    def _handshake(self, conn, key, accepted):
+        """Queue ``conn`` if its peer proves it holds the fit's key within
+        ``HANDSHAKE_SECONDS``; refuse it otherwise (wrong key, garbage,
+        silence)."""
+        try:
+            set_timeouts(conn, HANDSHAKE_SECONDS)
+            deliver_challenge(conn, key)
+            answer_challenge(conn, key)
+            set_timeouts(conn, 0.0)  # no deadline until the rounds arm one
+        except (AuthenticationError, EOFError, OSError, ValueError):
+            conn.close()
+            return
+        if self._closing:
+            conn.close()
+        else:
+            accepted.put(conn)
 
     def _run_tasks(self, backend, n_procs, task, address, key):
         try:
