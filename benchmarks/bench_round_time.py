@@ -119,16 +119,19 @@ def loadavg():
 # ----------------------------------------------------------------- engines
 
 
-def serve_nodelay(address, authkey):
+def serve_nodelay(address, authkey, idle_timeout):
     """Diagnostic worker task: the library's ``serve`` with TCP_NODELAY set on
-    the worker's side too.  Defined in __main__ so that loky and Dask ship it by
-    value; it patches the engine module's ``Client`` only for its own call."""
+    the worker's side by the connecting code too (the library's ``serve`` now
+    sets it itself, so "+ND" rows should match the plain ones).  Defined in
+    __main__ so that loky and Dask ship it by value; it patches the task
+    module's ``Client`` only for its own call."""
     import os as _os
     import socket as _socket
 
+    from sklearn_dsparse.engines import _tasks
     from sklearn_dsparse.engines import joblib as engine_module
 
-    original = engine_module.Client
+    original = _tasks.Client
 
     def client(*args, **kwargs):
         conn = original(*args, **kwargs)
@@ -139,11 +142,11 @@ def serve_nodelay(address, authkey):
             sock.close()
         return conn
 
-    engine_module.Client = client
+    _tasks.Client = client
     try:
-        return engine_module.serve(address, authkey)
+        return engine_module.serve(address, authkey, idle_timeout)
     finally:
-        engine_module.Client = original
+        _tasks.Client = original
 
 
 class worker_nodelay:

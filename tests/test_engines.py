@@ -214,7 +214,7 @@ def _recovered(X, y, seconds=60):
 def test_dask_worker_lost_mid_fit_fails_in_bounded_time(dask_client, monkeypatch, fault):
     # The Dask worker process that runs task 0 is killed (its nanny restarts
     # it) or stopped (a hung node), in the second epoch.
-    monkeypatch.setenv("SKLEARN_DSPARSE_ROUND_TIMEOUT", "2")
+    monkeypatch.setenv("SKLEARN_DSPARSE_ROUND_TIMEOUT", "3")
     X, y = data("classifier", "sparse")
     stop = signal.SIGKILL if fault == "killed" else signal.SIGSTOP
     # Both Dask workers (a nanny restarting one leaves a single slot, and
@@ -282,18 +282,18 @@ def test_killed_worker_process_fails_fast_and_cleans_up(monkeypatch, solver):
 def test_frozen_worker_process_fails_at_the_deadline_and_is_ended(monkeypatch, solver):
     # SIGSTOP: what a hung node or a swapping machine looks like (the
     # connection stays open, nothing arrives).
-    monkeypatch.setenv("SKLEARN_DSPARSE_ROUND_TIMEOUT", "1")
+    monkeypatch.setenv("SKLEARN_DSPARSE_ROUND_TIMEOUT", "3")
     X, y = data("classifier", "sparse")
     seen = interrupting(monkeypatch, lambda e: os.kill(e.pids[0], signal.SIGSTOP),
                         solver=solver)
     start = time.monotonic()
     with pytest.raises(WorkerProcessError, match=r"worker task 0 \(workers 0 to 1, "
                        r"process \d+ on host .*\) was silent for .* past the round "
-                       r"deadline of .*SKLEARN_DSPARSE_ROUND_TIMEOUT = 1 s"):
+                       r"deadline of .*SKLEARN_DSPARSE_ROUND_TIMEOUT = 3 s"):
         fit("classifier", X, y, solver=solver, n_workers=4, n_jobs=2, max_iter=5)
     engine = seen["engine"]
     assert seen["epochs"] == 2  # the deadline held through the healthy first one
-    # the deadline (the slowest round so far, plus 1 s), then the frozen
+    # the deadline (the slowest round so far, plus 3 s), then the frozen
     # task's grace before it is killed
     assert time.monotonic() - start < engine._armed + 2 * TASK_GRACE + 5
     assert wait_until_gone(engine.pids) == []
@@ -675,3 +675,29 @@ def test_three_fits_at_once_from_three_threads():
                                params))
     for a, b in zip(local, remote):
         assert_array_equal(a.coef_, b.coef_)
+
+
+@pytest.mark.parametrize("engine", ["epochs", "rounds"])
+def test_a_task_ends_when_its_master_falls_silent(engine):
+    # A master that connected its task and then says nothing while keeping
+    # the connection open (hung, or stopped): the task ends after its idle
+    # timeout instead of waiting for ever on the cluster's node.
+    import multiprocessing
+    from multiprocessing.connection import Listener
+
+    from sklearn_dsparse.engines import joblib as epochs_module
+    from sklearn_dsparse.engines import rounds as rounds_module
+
+    serve = epochs_module.serve if engine == "epochs" else rounds_module.serve_rounds
+    key = os.urandom(32)
+    with Listener(("127.0.0.1", 0), authkey=key) as listener:
+        task = multiprocessing.get_context("spawn").Process(
+            target=serve, args=(listener.address, key, 1.0))
+        task.start()
+        conn = listener.accept()
+        pid, _ = conn.recv()
+        assert pid == task.pid
+        task.join(timeout=60)
+        assert task.exitcode == 0  # ended by itself, while the connection is open
+        assert not conn.closed
+        conn.close()

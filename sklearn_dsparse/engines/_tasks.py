@@ -5,7 +5,7 @@ The driver listens on an authenticated ``multiprocessing.connection.Listener``
 (a fresh random key per fit) and launches ``n_procs = min(n_jobs,
 n_workers)`` tasks through ``joblib.Parallel`` on whatever backend is active
 (loky by default; ``parallel_config(backend="dask")`` sends them to a Dask
-cluster).  Each task runs ``serve(address, key, host)``: it connects back,
+cluster).  Each task runs ``serve(address, key, host, idle_timeout)``: it connects back,
 sends its process id and hands the connection to ``host``, the engine's own
 loop, until the driver says stop or goes away.
 
@@ -14,6 +14,8 @@ is None, ``SKLEARN_DSPARSE_MASTER_ADDRESS``, else 127.0.0.1: set it to an
 address of the driver the cluster's workers can reach), and tasks
 that have not connected after ``SKLEARN_DSPARSE_CONNECT_TIMEOUT`` seconds
 (default 60) make the fit fail: the backend could not run them all at once.
+A task ends when its master has been silent for ``SKLEARN_DSPARSE_TASK_TIMEOUT``
+seconds (default 600, read on the driver).
 
 No fit hangs on a silent task: every read and write of the master fails
 after the round deadline, the slowest round (or epoch) seen so far plus
@@ -55,8 +57,10 @@ WIRE_BYTES = ("uplink_payload_bytes", "uplink_framing_bytes",
               "downlink_payload_bytes", "downlink_framing_bytes")
 
 
-def serve(address, authkey, host):
-    """The body of a worker task: connect, then ``host(conn)`` until the end."""
+def serve(address, authkey, host, idle_timeout):
+    """The body of a worker task: connect, then ``host(conn)`` until the end,
+    or until the master has been silent for ``idle_timeout`` seconds (it hung,
+    or vanished in a way keepalive cannot see)."""
     from threadpoolctl import threadpool_limits
 
     try:
@@ -66,6 +70,7 @@ def serve(address, authkey, host):
     try:
         no_delay(conn)  # both ends: rounds are small writes
         keep_alive(conn)
+        set_timeouts(conn, idle_timeout)
         conn.send((os.getpid(), socket.gethostname()))
         # Workers share the cores with each other: one BLAS thread each.
         with threadpool_limits(1):
@@ -87,6 +92,7 @@ class TaskEngine(Engine):
             "SKLEARN_DSPARSE_MASTER_ADDRESS", "127.0.0.1")
         self.timeout = float(os.environ.get("SKLEARN_DSPARSE_CONNECT_TIMEOUT", 60))
         self.round_margin = float(os.environ.get("SKLEARN_DSPARSE_ROUND_TIMEOUT", 60))
+        self.task_timeout = float(os.environ.get("SKLEARN_DSPARSE_TASK_TIMEOUT", 600))
         self._slowest = 0.0
         self._armed = None
         self._killable = False
@@ -226,7 +232,8 @@ class TaskEngine(Engine):
         try:
             with parallel_config(backend=backend):
                 Parallel(n_jobs=n_procs)(
-                    delayed(task)(address, key) for _ in range(n_procs))
+                    delayed(task)(address, key, self.task_timeout)
+                    for _ in range(n_procs))
         except BaseException as exc:  # reported by the master's next wait
             self._task_errors.append(exc)
 

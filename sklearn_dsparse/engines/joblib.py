@@ -473,9 +473,9 @@ def _host_epochs(conn):
     _WorkerGroup(conn.recv()).run(conn.fileno())
 
 
-def serve(address, authkey):
+def serve(address, authkey, idle_timeout):
     """The body of a worker task: host logical workers until told to stop."""
-    _tasks.serve(address, authkey, _host_epochs)
+    _tasks.serve(address, authkey, _host_epochs, idle_timeout)
 
 
 class JoblibEngine(TaskEngine):

@@ -88,9 +88,9 @@ def _host_rounds(conn):
             conn.send_bytes(encode(worker, rnd, ids, n_ids, values, tail))
 
 
-def serve_rounds(address, authkey):
+def serve_rounds(address, authkey, idle_timeout):
     """The body of a worker task of ``JoblibRoundEngine``."""
-    serve(address, authkey, _host_rounds)
+    serve(address, authkey, _host_rounds, idle_timeout)
 
 
 class JoblibRoundEngine(TaskEngine):
