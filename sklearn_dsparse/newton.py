@@ -56,7 +56,9 @@ step went as the model predicted (a unit step gaining 1/4 to 1.5 times the
 estimate) and the decreases of F, extrapolated geometrically from the last
 two, add up to no more than that either: where the averaged local Hessians
 miss a flat direction (small shards, nearly separable classes) the decrement
-alone reads small long before the optimum.  Both kinds of
+alone reads small long before the optimum.  A ``tol`` below what rounding
+errors can measure (a decrement under ``ROUNDING`` of ``|F|``, about 2e-14)
+stops there.  Both kinds of
 round are counted as rounds; F comes from the workers' own values, so the
 objective history costs the driver no pass over the data.
 """
@@ -87,6 +89,8 @@ ANSWER_DTYPE = np.dtype(np.float32)
 #: A unit step gaining more than ``EXPAND`` times the model's estimate is
 #: doubled while the objective falls, up to ``MAX_STEP``.
 EXPAND, MAX_STEP = 1.5, 2.0 ** 20
+#: Relative to |F|, what rounding errors leave unmeasurable.
+ROUNDING = 100 * np.finfo(np.float64).eps
 #: Armijo's sufficient decrease, and the most halvings of a step.
 ARMIJO = 1e-4
 MAX_BACKTRACKS = 40
@@ -399,8 +403,11 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
             memory = _Memory(MEMORY)
             direction = -pg
             slope = -float(pg @ pg)
-        if slope == 0.0 or (model_held and max(-slope / 2, _tail(*decreases))
-                            <= tol * tol / 2 * abs(F)):
+        # Below ROUNDING of |F| no decrease is measurable (nor the model's
+        # fit): a tol that asks for less stops there.
+        if -slope / 2 <= ROUNDING * abs(F) or (
+                model_held and max(-slope / 2, _tail(*decreases))
+                <= tol * tol / 2 * abs(F)):
             return w.reshape(shape), iteration - 1, True, None
         orthant = np.where(w != 0, np.sign(w), -np.sign(pg))
         step = 1.0
