@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .model_selection import suboptimality
+from .model_selection import _fitted_dsparse, suboptimality
 
 __all__ = ["plot_convergence"]
 
@@ -59,11 +59,11 @@ def plot_convergence(estimators, *, x="rounds", reference=None, ax=None):
     else:
         if not isinstance(estimators, (list, tuple)):
             estimators = [estimators]
-        labelled = {_label(est, i): est for i, est in enumerate(estimators)}
-    for est in labelled.values():
-        suboptimality(est)  # a clear error for what is not a fitted estimator
+        labelled = {_label(_fitted_dsparse(est, "history_"), i): est
+                    for i, est in enumerate(estimators)}
     if reference is None:
-        reference = min(float(np.min(_final(est).history_["objective"]))
+        reference = min(float(np.min(_fitted_dsparse(est, "history_")
+                                     .history_["objective"]))
                         for est in labelled.values())
     if ax is None:
         ax = plt.figure().add_subplot()
@@ -80,12 +80,5 @@ def plot_convergence(estimators, *, x="rounds", reference=None, ax=None):
     return ax
 
 
-def _final(estimator):
-    return estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
-
-
-def _label(estimator, index):
-    final = _final(estimator)
-    solver = getattr(final, "solver", "?")
-    sparsifier = getattr(final, "sparsifier_", getattr(final, "sparsifier", "?"))
-    return f"{index}: {solver}, {sparsifier}"
+def _label(final, index):
+    return f"{index}: {final.solver}, {final.sparsifier_}"

@@ -58,8 +58,10 @@ LOSSES = [LOGISTIC, MULTINOMIAL, SQUARED]
 def test_value_and_gradient_of_a_shard(loss, fit_intercept):
     pb, W, (X, Y, c) = local_problem(loss, fit_intercept)
     value, grad = pb.value_gradient(W)
-    f = lambda w: plain_objective(X, Y, c, loss, 0.3, fit_intercept,  # noqa: E731
-                                  w.reshape(W.shape))
+
+    def f(w):
+        return plain_objective(X, Y, c, loss, 0.3, fit_intercept, w.reshape(W.shape))
+
     assert value == pytest.approx(f(W.ravel()), rel=1e-12)
     assert_allclose(grad.ravel(), approx_fprime(W.ravel(), f, 1e-7), atol=1e-5)
 

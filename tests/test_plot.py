@@ -1,5 +1,6 @@
 """``sklearn_dsparse.plot``: the lines drawn are the fits' suboptimality."""
 
+import matplotlib
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -9,11 +10,10 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn_dsparse import DistributedSparseLogisticRegression
 from sklearn_dsparse.model_selection import objective
+from sklearn_dsparse.plot import plot_convergence
 
-matplotlib = pytest.importorskip("matplotlib")
+# No display in CI; pyplot picks the backend when first imported (in the tests).
 matplotlib.use("Agg")
-
-from sklearn_dsparse.plot import plot_convergence  # noqa: E402
 
 
 @pytest.fixture(scope="module")
