@@ -8,7 +8,7 @@ file changes.
 from sklearn.base import _fit_context
 from sklearn.linear_model._base import LinearClassifierMixin, SparseCoefMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight
+from sklearn.utils.validation import _check_feature_names, _check_sample_weight
 
 __all__ = ["Interval", "LinearClassifierMixin", "SparseCoefMixin", "StrOptions",
-           "_check_sample_weight", "_fit_context"]
+           "_check_feature_names", "_check_sample_weight", "_fit_context"]

@@ -16,12 +16,14 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from numba import njit
 from sklearn.exceptions import ConvergenceWarning
 
 from . import _lazy
 from ._progress import Progress
 from .accounting import CommunicationStats, History, new_counters
+from ._dask_data import DaskData
 from .blocks import BlockPartition
 from .engines import engine_for, round_engine_for
 from .losses import loss_value
@@ -36,7 +38,7 @@ from .step_size import (auto_step_size, gram_top_eigenvalue, minibatch_smoothnes
 class Problem:
     """Everything a worker or the master needs to know about a fit."""
 
-    X: object  # CSR float64, rows in shard order
+    X: object  # CSR float64, rows in shard order (None: ``data`` holds them)
     Y: np.ndarray  # (n_samples, n_outputs) encoded targets
     c: np.ndarray  # per-row multipliers N_i s_r / S_i
     shard_starts: np.ndarray  # (n_workers + 1,)
@@ -49,11 +51,18 @@ class Problem:
     solver_name: str
     batch_size: int
     use_control_variates: bool
+    row_scales: np.ndarray = None  # N_i / S_i: c_r = s_r row_scales[i]
     step_size: float = None
+    #: The rows when they live on a Dask cluster (``_dask_data.DaskData``).
+    data: object = None
 
     @property
     def n_workers(self):
         return len(self.weights)
+
+    @property
+    def n_outputs(self):
+        return self.Y.shape[1] if self.data is None else self.data.targets.n_outputs
 
     @property
     def solver(self):
@@ -105,6 +114,14 @@ def objective(problem, W, row_weights):
     return _mean_loss(problem.loss.id, W, X.data, X.indices, X.indptr, problem.Y,
                       row_weights, problem.fit_intercept) + problem.penalty.value(
                           W[:n_coef])
+
+
+def as_csr_float64(X):
+    """The layout of the rows: CSR float64, a copy only when X is not already it."""
+    if sp.issparse(X):
+        X = X.tocsr()
+        return X if X.dtype == np.float64 else X.astype(np.float64)
+    return sp.csr_matrix(np.asarray(X, dtype=np.float64))
 
 
 def split_rows(n_samples, n_workers):
@@ -173,23 +190,33 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     """Fit W; see the module docstring for the objective.
 
     ``X`` is CSR float64, ``Y`` (n_samples, n_outputs) float64, ``random_state``
-    a numpy RandomState (consumed once, for the seed of every stream).
+    a numpy RandomState (consumed once, for the seed of every stream).  Or
+    ``X`` is a ``_dask_data.DaskData`` (``Y`` and ``sample_weight`` None):
+    its partitions make the shards, on the Dask workers that hold them.
     ``objective_scale`` converts F to the estimator's own objective in
     ``history["objective"]``.  ``solver="newton"`` runs ``newton.fit_newton``;
     the others run epochs of IBS rounds.
     """
-    n_samples = X.shape[0]
-    shard_starts = split_rows(n_samples, n_workers)
-    shard_weight = np.add.reduceat(sample_weight, shard_starts[:-1])
+    data = X if isinstance(X, DaskData) else None
+    if data is None:
+        shard_starts = split_rows(X.shape[0], n_workers)
+        shard_weight = np.add.reduceat(sample_weight, shard_starts[:-1])
+    else:
+        if solver != "newton":
+            raise ValueError(
+                f"solver={solver!r} needs X in memory; data that lives on a Dask "
+                "cluster is fit by solver='newton' (the default). Set "
+                "solver='newton', or fit X.compute().")
+        X, shard_starts, shard_weight = None, data.shard_starts, data.shard_weight
     total_weight = shard_weight.sum()
     weights = shard_weight / total_weight
     n_rows = np.diff(shard_starts)
     # c_r = N_i s_r / S_i, so that f_i = 1/N_i sum_r c_r loss_r.
-    per_row = np.repeat(np.divide(n_rows, shard_weight, out=np.zeros(n_workers),
-                                  where=shard_weight > 0), n_rows)
-    c = sample_weight * per_row
+    row_scales = np.divide(n_rows, shard_weight, out=np.zeros(n_workers),
+                           where=shard_weight > 0)
+    c = None if data is not None else sample_weight * np.repeat(row_scales, n_rows)
 
-    n_columns = X.shape[1] + int(fit_intercept)
+    n_columns = (X if data is None else data).shape[1] + int(fit_intercept)
     partition = BlockPartition(n_columns, n_blocks)
     sparsifier = SPARSIFIERS[sparsifier](n_blocks, blocks_per_worker)
     if control_variates == "auto":
@@ -202,8 +229,10 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
                       partition=partition, sparsifier=sparsifier,
                       solver_name=solver,
                       batch_size=MIN_AUTO_BATCH if batch_size == "auto" else batch_size,
-                      use_control_variates=bool(control_variates))
-    W = np.zeros((n_columns, Y.shape[1])) if coef_init is None else coef_init
+                      use_control_variates=bool(control_variates),
+                      row_scales=row_scales, data=data)
+    n_outputs = problem.n_outputs
+    W = np.zeros((n_columns, n_outputs)) if coef_init is None else coef_init
     seeds = np.random.SeedSequence(random_state.randint(np.iinfo(np.int32).max))
     if solver == "newton":
         return _fit_newton(problem, W, seeds, objective_scale=objective_scale,
@@ -286,7 +315,8 @@ def _fit_newton(problem, W, seeds, *, objective_scale, max_iter, tol, verbose,
                         f", estimated suboptimality {objective_scale * decrement / 2:.3g}"
                         f" before a step of {step:.3g}")
 
-    with round_engine_for(n_jobs, master_address) as engine:
+    with round_engine_for(-1 if problem.data is not None else n_jobs,
+                          master_address) as engine:
         engine.start(problem, master, seeds.spawn(problem.n_workers + 1))
         W, n_iter, converged, reason = fit_newton(
             engine, problem, W, tol=tol, max_iter=max_iter, record=record,

@@ -39,7 +39,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._fit import _mean_loss
-from .linear_model._base import _as_csr_float64
+from ._fit import as_csr_float64
 
 __all__ = ["best_score_within_budget", "fewest_bytes_within", "neg_uplink_bytes",
            "objective", "suboptimality"]
@@ -379,7 +379,7 @@ def objective(estimator, X, y, sample_weight=None, *, coef=None, intercept=None)
                 "fit_intercept=True: pass intercept= too (e.g. the intercept_ of "
                 "the model coef comes from), or 0 to evaluate without one.")
         intercept = 0.0
-    X = _as_csr_float64(check_array(X, accept_sparse="csr",
+    X = as_csr_float64(check_array(X, accept_sparse="csr",
                                     dtype=[np.float64, np.float32]))
     y = np.asarray(y)
     sample_weight = estimator._validated_sample_weight(sample_weight, X)

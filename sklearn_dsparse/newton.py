@@ -192,19 +192,25 @@ class NewtonWorkers:
 
 def worker_spec(problem, worker_ids, seed_sequences):
     """What ``NewtonWorkers`` needs to host ``worker_ids`` (consecutive) of
-    ``problem``: their rows (a copy), targets, row weights and streams."""
+    ``problem``: their rows (a copy), targets, row weights and streams; for
+    rows that live on a Dask cluster, what the task needs to build them
+    from its partitions (``_dask_data.local_rows``)."""
     first, last = worker_ids[0], worker_ids[-1]
-    s, e = problem.shard_starts[first], problem.shard_starts[last + 1]
-    # Every row (the in-process engine): no copy, LocalProblem makes its own.
-    X = problem.X if e - s == problem.X.shape[0] else problem.X[s:e]
-    return dict(
-        worker_ids=[int(i) for i in worker_ids], X=X, Y=problem.Y[s:e],
-        c=problem.c[s:e], shard_starts=problem.shard_starts[first:last + 2] - s,
+    spec = dict(
+        worker_ids=[int(i) for i in worker_ids],
         seeds=[seed_sequences[i] for i in worker_ids],
-        shape=(problem.partition.n_columns, problem.Y.shape[1]),
+        shape=(problem.partition.n_columns, problem.n_outputs),
         loss=problem.loss, l2=problem.penalty.l2, fit_intercept=problem.fit_intercept,
         starts=problem.partition.starts, sparsifier=problem.sparsifier,
         use_control_variates=problem.use_control_variates)
+    if problem.data is not None:
+        return dict(spec, targets=problem.data.targets,
+                    row_scales=problem.row_scales[first:last + 1])
+    s, e = problem.shard_starts[first], problem.shard_starts[last + 1]
+    # Every row (the in-process engine): no copy, LocalProblem makes its own.
+    X = problem.X if e - s == problem.X.shape[0] else problem.X[s:e]
+    return dict(spec, X=X, Y=problem.Y[s:e], c=problem.c[s:e],
+                shard_starts=problem.shard_starts[first:last + 2] - s)
 
 
 class NewtonMaster:
@@ -221,8 +227,8 @@ class NewtonMaster:
     def __init__(self, problem, counters):
         self.weights = problem.weights
         self.n_blocks = problem.partition.n_blocks
-        self.size = problem.partition.n_columns * problem.Y.shape[1]
-        self.flat_starts = problem.partition.starts * problem.Y.shape[1]
+        self.size = problem.partition.n_columns * problem.n_outputs
+        self.flat_starts = problem.partition.starts * problem.n_outputs
         self.sparsifier = problem.sparsifier
         self.use_control_variates = problem.use_control_variates
         self.counters = counters

@@ -566,9 +566,9 @@ def _with_peers_at_start(monkeypatch, peers):
 
     original = _tasks.TaskEngine._run_tasks
 
-    def run_tasks(self, backend, n_procs, task, address, key):
+    def run_tasks(self, launch, address, key):
         peers(address)
-        return original(self, backend, n_procs, task, address, key)
+        return original(self, launch, address, key)
 
     monkeypatch.setattr(_tasks.TaskEngine, "_run_tasks", run_tasks)
 
@@ -695,7 +695,7 @@ def test_a_task_ends_when_its_master_falls_silent(engine):
             target=serve, args=(listener.address, key, 1.0))
         task.start()
         conn = listener.accept()
-        pid, _ = conn.recv()
+        pid, _, _ = conn.recv()
         assert pid == task.pid
         task.join(timeout=60)
         assert task.exitcode == 0  # ended by itself, while the connection is open

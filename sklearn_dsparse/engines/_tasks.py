@@ -32,6 +32,7 @@ import signal
 import socket
 import threading
 import time
+from functools import partial
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import (Client, Listener, answer_challenge,
                                         deliver_challenge)
@@ -52,15 +53,19 @@ HANDSHAKE_SECONDS = 10.0
 #: those of a local backend are killed.
 TASK_GRACE = 2.0
 
+#: What a task says once its workers are set up (their rows, local state).
+READY = "ready"
+
 #: The order of an engine's byte counters of the connections (``wire_bytes``).
 WIRE_BYTES = ("uplink_payload_bytes", "uplink_framing_bytes",
               "downlink_payload_bytes", "downlink_framing_bytes")
 
 
-def serve(address, authkey, host, idle_timeout):
+def serve(address, authkey, host, idle_timeout, task=None):
     """The body of a worker task: connect, then ``host(conn)`` until the end,
     or until the master has been silent for ``idle_timeout`` seconds (it hung,
-    or vanished in a way keepalive cannot see)."""
+    or vanished in a way keepalive cannot see).  ``task`` is the task's index
+    when tasks are not interchangeable (they hold data)."""
     from threadpoolctl import threadpool_limits
 
     try:
@@ -71,7 +76,7 @@ def serve(address, authkey, host, idle_timeout):
         no_delay(conn)  # both ends: rounds are small writes
         keep_alive(conn)
         set_timeouts(conn, idle_timeout)
-        conn.send((os.getpid(), socket.gethostname()))
+        conn.send((os.getpid(), socket.gethostname(), task))
         # Workers share the cores with each other: one BLAS thread each.
         with threadpool_limits(1):
             host(conn)
@@ -105,17 +110,26 @@ class TaskEngine(Engine):
         self._accepted = None
         self.pids = []
 
-    def _launch(self, n_workers, task):
-        """Start the tasks, each running ``task(address, key)``, and wait for
-        their connections; return the worker ids each task hosts (consecutive
-        ranges, in the order of ``self._conns``)."""
-        backend, _ = get_active_backend()
-        # Processes of this machine that the backend made for its tasks (not
-        # a cluster's workers, nor this process's threads) may be killed.
-        self._killable = type(backend).__name__ in ("LokyBackend",
-                                                    "MultiprocessingBackend")
-        n_procs = min(n_workers, self._effective_n_jobs(backend))
-        groups = self._groups = np.array_split(np.arange(n_workers), n_procs)
+    def _launch(self, n_workers, task, data=None):
+        """Start the tasks, each running ``task(address, key, idle_timeout)``,
+        and wait for their connections; return the worker ids each task hosts
+        (consecutive ranges, in the order of ``self._conns``).  With ``data``
+        on a Dask cluster (``_dask_data.DaskData``), the tasks run where its
+        partitions lie, as it lays them out, and get them as a 4th argument."""
+        if data is None:
+            backend, _ = get_active_backend()
+            # Processes of this machine that the backend made for its tasks
+            # (not a cluster's workers, nor this process's threads) may be killed.
+            self._killable = type(backend).__name__ in ("LokyBackend",
+                                                        "MultiprocessingBackend")
+            n_procs = min(n_workers, self._effective_n_jobs(backend))
+            groups = np.array_split(np.arange(n_workers), n_procs)
+            launch = partial(self._run_on_backend, backend, n_procs, task)
+        else:
+            groups = data.groups
+            n_procs = len(groups)
+            launch = partial(data.run_tasks, task, idle_timeout=self.task_timeout)
+        self._groups = groups
         key = os.urandom(32)
         try:
             # Authenticated by ``_handshake``, one thread per peer, so that a
@@ -132,10 +146,10 @@ class TaskEngine(Engine):
         threading.Thread(target=self._accept, args=(accepted, key),
                          daemon=True).start()
         self._thread = threading.Thread(
-            target=self._run_tasks,
-            args=(backend, n_procs, task, self.master_address, key), daemon=True)
+            target=self._run_tasks, args=(launch, self.master_address, key), daemon=True)
         self._thread.start()
         deadline = time.monotonic() + self.timeout
+        indices = []
         while len(self._conns) < n_procs:
             self._raise_task_error()
             if time.monotonic() > deadline:
@@ -158,12 +172,45 @@ class TaskEngine(Engine):
                 continue
             no_delay(conn)
             keep_alive(conn)
-            pid, host = conn.recv()
+            pid, host, task_index = conn.recv()
             self.pids.append(pid)
             self.hosts.append(host)
             self._conns.append(conn)
+            indices.append(task_index)
+        if data is not None:  # the i-th connection hosts groups[i]
+            order = np.argsort(indices)
+            self._conns = [self._conns[i] for i in order]
+            self.pids = [self.pids[i] for i in order]
+            self.hosts = [self.hosts[i] for i in order]
         self._arm_deadline()
         return groups
+
+    def _await_ready(self):
+        """Wait until every task has set up its workers: building their rows
+        and state (a pass or more over the shards) may take far longer than a
+        round, so it has the tasks' own deadline, ``task_timeout``."""
+        started = time.perf_counter()
+        for task, conn in enumerate(self._conns):
+            set_timeouts(conn, self.task_timeout)
+            try:
+                if conn.recv() != READY:
+                    raise WorkerProcessError(
+                        f"worker task {task} answered its set-up with something "
+                        "else than ready: the workers run another version of "
+                        "sklearn-dsparse?")
+            except BlockingIOError:
+                raise WorkerProcessError(
+                    f"worker task {task} (process {self.pids[task]} on host "
+                    f"{self.hosts[task]!r}) did not set up its workers within "
+                    f"SKLEARN_DSPARSE_TASK_TIMEOUT = {self.task_timeout:g} s.") from None
+            except (EOFError, OSError) as exc:
+                self._raise_task_error()
+                raise WorkerProcessError(
+                    f"lost the connection to worker task {task} while it set up its "
+                    f"workers ({exc!r}): it was killed or crashed.") from exc
+        self._armed = None
+        self._arm_deadline()
+        return time.perf_counter() - started
 
     def _arm_deadline(self):
         """Reads and writes of the master that block longer than the slowest
@@ -228,14 +275,17 @@ class TaskEngine(Engine):
         else:
             accepted.put(conn)
 
-    def _run_tasks(self, backend, n_procs, task, address, key):
+    def _run_tasks(self, launch, address, key):
+        """``launch(address, key)``: run the tasks until they all end."""
         try:
-            with parallel_config(backend=backend):
-                Parallel(n_jobs=n_procs)(
-                    delayed(task)(address, key, self.task_timeout)
-                    for _ in range(n_procs))
+            launch(address, key)
         except BaseException as exc:  # reported by the master's next wait
             self._task_errors.append(exc)
+
+    def _run_on_backend(self, backend, n_procs, task, address, key):
+        with parallel_config(backend=backend):
+            Parallel(n_jobs=n_procs)(delayed(task)(address, key, self.task_timeout)
+                                     for _ in range(n_procs))
 
     def _raise_task_error(self):
         if self._task_errors:

@@ -42,7 +42,7 @@ from ..messages import (BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES, _get_uint,
 from ..solvers import GD, SAGA, init_saga_table
 from ..worker import emit_message, message_values, worker_estimate
 from . import _tasks
-from ._tasks import WIRE_BYTES, TaskEngine
+from ._tasks import READY, WIRE_BYTES, TaskEngine
 from ._transport import (EINTR, FRAME_PREFIX_BYTES, LONG_FRAME_PREFIX_BYTES, OK,
                          TIMED_OUT, check, describe, next_frame, prefix_bytes,
                          write_all, write_prefix)
@@ -470,7 +470,9 @@ class _WorkerGroup:
 
 
 def _host_epochs(conn):
-    _WorkerGroup(conn.recv()).run(conn.fileno())
+    group = _WorkerGroup(conn.recv())
+    conn.send(READY)
+    group.run(conn.fileno())
 
 
 def serve(address, authkey, idle_timeout):
@@ -536,6 +538,7 @@ class JoblibEngine(TaskEngine):
         self._counters = new_counters()
         self._wire = np.zeros(len(WIRE_BYTES), dtype=np.int64)
         # The arguments of _master_rounds that stay the same all fit long.
+        self._await_ready()
         self._round_args = (
             broadcast_with_command,
             np.array([conn.fileno() for conn in self._conns], dtype=np.int64),

@@ -14,14 +14,16 @@ the standard library's, so it runs wherever joblib does.
 """
 
 import time
+from functools import partial
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from .._dask_data import local_rows
 from ..exceptions import WorkerProcessError
 from ..messages import HEADER_BYTES, decode_header, encode
 from ..newton import OP_STOP, NewtonWorkers, worker_spec
-from ._tasks import WIRE_BYTES, TaskEngine, serve
+from ._tasks import READY, WIRE_BYTES, TaskEngine, serve
 from .base import Engine
 
 #: A command: operation (uint32), 0 (uint32), round (uint64), then the payload.
@@ -71,9 +73,14 @@ class InProcessRoundEngine(Engine):
         return self.master.finish()
 
 
-def _host_rounds(conn):
-    """A task's loop: answer every command until the stop."""
-    workers = NewtonWorkers(conn.recv())
+def _host_rounds(conn, shards=None):
+    """A task's loop: answer every command until the stop.  ``shards``: its
+    workers' partitions, when they hold data that lives on the cluster."""
+    spec = conn.recv()
+    if shards is not None:
+        spec.update(local_rows(shards, spec["targets"], spec["row_scales"]))
+    workers = NewtonWorkers(spec)
+    conn.send(READY)
     n_blocks = len(workers.starts) - 1
     while True:
         command = conn.recv_bytes()
@@ -88,9 +95,11 @@ def _host_rounds(conn):
             conn.send_bytes(encode(worker, rnd, ids, n_ids, values, tail))
 
 
-def serve_rounds(address, authkey, idle_timeout):
-    """The body of a worker task of ``JoblibRoundEngine``."""
-    serve(address, authkey, _host_rounds, idle_timeout)
+def serve_rounds(address, authkey, idle_timeout, local=None):
+    """The body of a worker task of ``JoblibRoundEngine``; ``local``, for data
+    on the cluster: (the task's index, its workers' partitions)."""
+    task, shards = (None, None) if local is None else local
+    serve(address, authkey, partial(_host_rounds, shards=shards), idle_timeout, task)
 
 
 class JoblibRoundEngine(TaskEngine):
@@ -104,12 +113,13 @@ class JoblibRoundEngine(TaskEngine):
     def start(self, problem, master, seed_sequences):
         self.master = master
         self._counters = master.counters
-        groups = self._launch(problem.n_workers, serve_rounds)
+        groups = self._launch(problem.n_workers, serve_rounds, problem.data)
         for conn, group in zip(self._conns, groups):
             conn.send(worker_spec(problem, group, seed_sequences))
+        self._await_ready()
         partition = problem.partition
         # The values a block holds, and the ids of a message of every block.
-        self._sizes = partition.sizes * problem.Y.shape[1]
+        self._sizes = partition.sizes * problem.n_outputs
         self._all_blocks = np.arange(partition.n_blocks, dtype=np.int32)
         return self
 

@@ -12,18 +12,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._compat import Interval, StrOptions, _check_sample_weight, _fit_context
-
-from .._fit import fit_dsparse
-from ..losses import SQUARED
-
-
-def _as_csr_float64(X):
-    """The internal layout: CSR float64, a copy only when the input is not already it."""
-    if sp.issparse(X):
-        X = X.tocsr()
-        return X if X.dtype == np.float64 else X.astype(np.float64)
-    return sp.csr_matrix(np.asarray(X, dtype=np.float64))
+from .._compat import (Interval, StrOptions, _check_feature_names,
+                       _check_sample_weight, _fit_context)
+from .._dask_data import DaskData, is_dask_collection
+from .._fit import as_csr_float64, fit_dsparse
+from ._targets import RegressionTargets, TargetSummary
 
 
 class DistributedSparseMixin:
@@ -119,6 +112,51 @@ class DistributedSparseMixin:
                              "must have a positive weight.")
         return sample_weight
 
+    def _objective_parts(self, y, sample_weight):
+        """(loss, encoded Y, row weights, penalty, objective_scale) of the
+        objective on targets ``y``: ``objective_scale * F`` is the docstring's
+        objective, F the weighted mean loss plus ``penalty``.  Used by ``fit``
+        and by ``sklearn_dsparse.model_selection.objective``."""
+        targets = self._targets(self._summary_type(y, sample_weight))
+        Y, sample_weight = targets.encode(y, sample_weight)
+        penalty, scale = self._penalty(float(np.sum(sample_weight)))
+        return targets.loss, Y, sample_weight, penalty, scale
+
+    def _fit_data(self, X, y, sample_weight, validation):
+        """Validate X and y (``validate_data(**validation)``), encode y and
+        fit, in memory or, for Dask collections, where their partitions lie
+        (``_dask_data``).  Returns (W, the targets' encoder, X's dtype)."""
+        if is_dask_collection(X, y, sample_weight):
+            return self._fit_collections(X, y, sample_weight, validation)
+        self.__dict__.pop("shard_partitions_", None)  # from a fit of Dask collections
+        X, y = validate_data(self, X, y, **validation)
+        sample_weight = self._validated_sample_weight(sample_weight, X)
+        targets = self._targets(self._summary_type(y, sample_weight))
+        Y, sample_weight = targets.encode(y, sample_weight)
+        penalty, scale = self._penalty(float(np.sum(sample_weight)))
+        W = self._fit_dsparse(X, Y, sample_weight, targets.loss, penalty, scale)
+        return W, targets, X.dtype
+
+    def _fit_collections(self, X, y, sample_weight, validation):
+        if self.n_jobs not in (None, -1):
+            raise ValueError(
+                f"n_jobs={self.n_jobs}: with Dask collections the worker tasks run "
+                "on the Dask workers that hold the partitions, one per worker. "
+                "Set n_jobs=None (or -1).")
+        data = DaskData(self, X, y, sample_weight, validation, self._summary_type)
+        try:
+            self.n_features_in_ = data.n_features
+            if data.meta is not None:
+                _check_feature_names(self, data.meta, reset=True)
+            targets = self._targets(data.summary)
+            data.shard(targets, self.n_workers)
+            penalty, scale = self._penalty(data.total_weight)
+            W = self._fit_dsparse(data, None, None, targets.loss, penalty, scale)
+        finally:
+            data.release()
+        self.shard_partitions_ = [list(map(int, parts)) for parts in data.shard_partitions]
+        return W, targets, data.dtype
+
     def _fit_dsparse(self, X, Y, sample_weight, loss, penalty, objective_scale):
         """Fit and set the fitted attributes common to all estimators.
 
@@ -128,16 +166,18 @@ class DistributedSparseMixin:
         n_columns = n_features + int(self.fit_intercept)
         self._check_solver_parameters()
         sparsifier, n_blocks, tau = self._resolve_blocks(n_samples, n_columns)
+        if not isinstance(X, DaskData):
+            X, Y = as_csr_float64(X), np.ascontiguousarray(Y, dtype=np.float64)
+        n_outputs = X.targets.n_outputs if Y is None else Y.shape[1]
         result = fit_dsparse(
-            _as_csr_float64(X), np.ascontiguousarray(Y, dtype=np.float64),
-            sample_weight, loss=loss, penalty=penalty,
+            X, Y, sample_weight, loss=loss, penalty=penalty,
             objective_scale=objective_scale, fit_intercept=self.fit_intercept,
             solver=self.solver, n_workers=self.n_workers, n_blocks=n_blocks,
             blocks_per_worker=tau, sparsifier=sparsifier,
             control_variates=self.control_variates, batch_size=self.batch_size,
             step_size=self.step_size, max_iter=self.max_iter, tol=self.tol,
             random_state=check_random_state(self.random_state),
-            verbose=self.verbose, coef_init=self._warm_start_coef(n_columns, Y),
+            verbose=self.verbose, coef_init=self._warm_start_coef(n_columns, n_outputs),
             n_jobs=self.n_jobs, master_address=self.master_address)
         self.n_iter_ = result.n_iter
         self.step_size_ = result.step_size
@@ -149,12 +189,12 @@ class DistributedSparseMixin:
         self.sparsifier_ = sparsifier
         return result.coef
 
-    def _warm_start_coef(self, n_columns, Y):
+    def _warm_start_coef(self, n_columns, n_outputs):
         if not (self.warm_start and hasattr(self, "coef_")):
             return None
         coef = self.coef_.toarray() if sp.issparse(self.coef_) else self.coef_
         coef = np.atleast_2d(coef).T  # (n_features, n_outputs)
-        if coef.shape != (n_columns - int(self.fit_intercept), Y.shape[1]):
+        if coef.shape != (n_columns - int(self.fit_intercept), n_outputs):
             return None
         if self.fit_intercept:
             coef = np.vstack([coef, np.atleast_1d(self.intercept_)[np.newaxis]])
@@ -177,13 +217,11 @@ class DistributedSparseRegressorMixin(DistributedSparseMixin):
     def _penalty(self, total_weight):
         raise NotImplementedError
 
-    def _objective_parts(self, y, sample_weight):
-        """(loss, Y of shape (n_samples, n_targets), row weights, penalty,
-        objective_scale) of the objective on targets ``y``; see
-        ``DistributedSparseLogisticRegression._objective_parts``."""
-        Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-        penalty, scale = self._penalty(float(sample_weight.sum()))
-        return SQUARED, Y, sample_weight, penalty, scale
+    _summary_type = TargetSummary
+
+    @staticmethod
+    def _targets(summary):
+        return RegressionTargets(summary)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -196,7 +234,12 @@ class DistributedSparseRegressorMixin(DistributedSparseMixin):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask Array or DataFrame} of shape \
+                (n_samples, n_features)
+            Dask collections (with a ``distributed.Client`` active) are fit
+            where their partitions lie; y and ``sample_weight`` are then Dask
+            collections with the same partitions (docs/engines.md, "Data on
+            the cluster").
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights; integer weights are equivalent to repeating
@@ -206,23 +249,21 @@ class DistributedSparseRegressorMixin(DistributedSparseMixin):
         -------
         self
         """
-        X, y = validate_data(self, X, y, accept_sparse="csr",
-                             dtype=[np.float64, np.float32], multi_output=True,
-                             y_numeric=True)
-        sample_weight = self._validated_sample_weight(sample_weight, X)
-        loss, Y, sample_weight, penalty, scale = self._objective_parts(y, sample_weight)
-        W = self._fit_dsparse(X, Y, sample_weight, loss, penalty, scale)
+        W, targets, dtype = self._fit_data(
+            X, y, sample_weight, dict(accept_sparse="csr", dtype=[np.float64, np.float32],
+                                      multi_output=True, y_numeric=True))
         # Computed in float64; the model takes the input's precision, as
         # scikit-learn's solvers for float32 input.
-        W = W.astype(X.dtype)
-        n_features = X.shape[1]
+        W = W.astype(dtype)
+        n_features = self.n_features_in_
         coef = W[:n_features].T
         intercept = W[n_features] if self.fit_intercept else np.zeros_like(W[0])
-        if y.ndim == 1:
+        if targets.ndim == 1:
             self.coef_, self.intercept_ = coef[0].copy(), intercept[0]
         else:
             self.coef_, self.intercept_ = np.ascontiguousarray(coef), intercept.copy()
-        self.n_iter_ = self._n_iter_as_scikit_learn(self.n_iter_, y.ndim, Y.shape[1])
+        self.n_iter_ = self._n_iter_as_scikit_learn(self.n_iter_, targets.ndim,
+                                                    targets.n_outputs)
         return self
 
     @staticmethod

@@ -105,7 +105,9 @@ SHARED_PARAMETERS = """\
         with ``joblib.parallel_config(backend="dask")``), each hosting several
         workers; -1 uses every slot of the backend; 0 is refused.  The model
         is the same, bit for bit, wherever the workers run (see
-        docs/engines.md).
+        docs/engines.md).  With Dask collections as X and y, the tasks run
+        on the Dask workers holding their partitions, one per worker: leave
+        None (or -1).
 
     master_address : str, default=None
         Host name or IP address on which the driver (the master) listens for
@@ -156,6 +158,12 @@ SHARED_ATTRIBUTES = """\
 
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of features seen during fit, when X has string column names.
+
+    shard_partitions_ : list of list of int
+        Only after a fit of Dask collections: the partitions of X (by index)
+        that made each logical worker's shard, in worker order.  The model is
+        the in-memory fit, bit for bit, of the partitions concatenated in
+        this order (docs/engines.md, "Data on the cluster").
 """
 
 STOCHASTIC_NOTE = """\

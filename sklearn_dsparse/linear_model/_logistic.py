@@ -5,16 +5,14 @@ from numbers import Real
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 from sklearn.base import BaseEstimator
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from .._compat import (Interval, LinearClassifierMixin, SparseCoefMixin, StrOptions,
                        _fit_context)
-from ..losses import LOGISTIC, MULTINOMIAL
 from ..penalties import ElasticNetPenalty
 from ._base import DistributedSparseMixin
+from ._targets import ClassSummary, ClassTargets
 from ._docs import SHARED_ATTRIBUTES, SHARED_PARAMETERS, STOCHASTIC_NOTE
 
 
@@ -114,7 +112,12 @@ class DistributedSparseLogisticRegression(
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask Array or DataFrame} of shape \
+                (n_samples, n_features)
+            Dask collections (with a ``distributed.Client`` active) are fit
+            where their partitions lie; y and ``sample_weight`` are then Dask
+            collections with the same partitions (docs/engines.md, "Data on
+            the cluster").
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights; integer weights are equivalent to repeating
@@ -124,50 +127,43 @@ class DistributedSparseLogisticRegression(
         -------
         self
         """
-        X, y = validate_data(self, X, y, accept_sparse="csr",
-                             dtype=[np.float64, np.float32])
-        check_classification_targets(y)
-        self.classes_ = LabelEncoder().fit(y).classes_
-        sample_weight = self._validated_sample_weight(sample_weight, X)
-        loss, Y, sample_weight, penalty, scale = self._objective_parts(y, sample_weight)
+        W, targets, dtype = self._fit_data(
+            X, y, sample_weight, dict(accept_sparse="csr", dtype=[np.float64, np.float32]))
+        self.classes_ = targets.classes
         # Computed in float64; the model takes the input's precision, as
         # LogisticRegression's solvers for float32 input.
-        W = self._fit_dsparse(X, Y, sample_weight, loss, penalty, scale).astype(X.dtype)
-        n_features = X.shape[1]
+        W = W.astype(dtype)
+        n_features = self.n_features_in_
         self.coef_ = np.ascontiguousarray(W[:n_features].T)
         self.intercept_ = (W[n_features].copy() if self.fit_intercept
                            else np.zeros_like(W[0]))
         self.n_iter_ = np.array([self.n_iter_], dtype=np.int32)
         return self
 
-    def _objective_parts(self, y, sample_weight):
-        """(loss, encoded Y, row weights, penalty, objective_scale) of the
-        objective on targets ``y``: ``objective_scale * F`` is the docstring's
-        objective, F the weighted mean loss plus ``penalty``.  Used by ``fit``
-        and by ``sklearn_dsparse.model_selection.objective``."""
-        encoder = LabelEncoder()
-        y_index = encoder.fit_transform(y)
-        classes = encoder.classes_
+    _summary_type = ClassSummary
+
+    def _targets(self, summary):
+        """The encoder of y, from the classes of all of it (``ClassSummary``)."""
+        classes = summary.classes
         if len(classes) < 2:
             raise ValueError(
                 "This solver needs samples of at least 2 classes in the data, but "
                 f"the data contains only one class: {classes[0]!r}.")
-        if self.class_weight is not None:
-            class_weight = compute_class_weight(self.class_weight, classes=classes,
-                                                y=y)
-            sample_weight = sample_weight * class_weight[y_index]
-        if len(classes) == 2:
-            loss, Y = LOGISTIC, (y_index == 1).astype(np.float64)[:, None]
-        else:
-            loss, Y = MULTINOMIAL, np.eye(len(classes))[y_index]
+        if self.class_weight is None:
+            return ClassTargets(classes)
+        if self.class_weight == "balanced":
+            # compute_class_weight's "balanced", from the counts alone.
+            counts = summary.counts.astype(np.float64)
+            return ClassTargets(classes, counts.sum() / (len(classes) * counts))
+        return ClassTargets(classes, compute_class_weight(
+            self.class_weight, classes=classes, y=classes))
 
-        total = float(np.sum(sample_weight))
+    def _penalty(self, total_weight):
         if np.isinf(self.C):
-            return loss, Y, sample_weight, ElasticNetPenalty(), total
-        strength = 1.0 / (self.C * total)
-        penalty = ElasticNetPenalty(l2=(1 - self.l1_ratio) * strength,
-                                    l1=self.l1_ratio * strength)
-        return loss, Y, sample_weight, penalty, self.C * total
+            return ElasticNetPenalty(), total_weight
+        strength = 1.0 / (self.C * total_weight)
+        return ElasticNetPenalty(l2=(1 - self.l1_ratio) * strength,
+                                 l1=self.l1_ratio * strength), self.C * total_weight
 
     def predict_proba(self, X):
         """Probability of each class, columns in the order of ``classes_``."""

@@ -1,0 +1,266 @@
+"""Data that lives on a Dask cluster: fit without the driver holding X.
+
+``fit(X, y)`` with X a row-chunked ``dask.array.Array`` (dense, or with
+scipy.sparse chunks) or a Dask DataFrame, and y (and ``sample_weight``) the
+matching Dask collection, runs as follows when a ``distributed.Client`` is
+active:
+
+1. Each partition is validated and converted where it lies
+   (``prepare_partition``: scikit-learn's ``check_X_y``, then the fit's CSR
+   float64 layout; a CSR float64 chunk is kept as it is, not copied), and the
+   results stay on the cluster as futures.  Only a small summary of each
+   comes back to the driver (rows, columns, dtype, its targets' summary:
+   classes and counts, or the number of targets, and sample weight), so bad
+   input raises scikit-learn's own errors, from the partition that has it.
+2. ``DaskData.shard`` lays the logical workers over the partitions without
+   moving any: partitions are grouped by the Dask worker that holds them (in
+   the order of the workers' addresses, then of the partitions), every
+   holder gets at least one logical worker and about its share of the rows,
+   and each logical worker's shard is a run of whole partitions of one
+   holder, as equal as the partitions allow.
+3. One task per holder runs on that worker (``run_tasks``: ``Client.submit``
+   pinned there) and receives its partitions in its own process; Dask moves
+   nothing through the driver.  The task builds its workers' rows from them
+   (``local_rows``) and serves the fit as any worker task does.
+
+The model is the in-memory fit, bit for bit, of the partitions concatenated
+in the order of ``shard_partitions`` with the same shard boundaries (the
+sums of the sample weights are added per partition: bit for bit when the
+weights are integers, as without ``sample_weight``; within rounding
+otherwise).
+"""
+
+import sys
+import uuid
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def is_dask_collection(*objects):
+    """True when one of ``objects`` is a Dask collection (without importing
+    Dask when the caller has not)."""
+    dask = sys.modules.get("dask")
+    return dask is not None and any(dask.is_dask_collection(obj) for obj in objects)
+
+
+def _client():
+    try:
+        from distributed import default_client
+        return default_client()
+    except (ImportError, ValueError):
+        raise ValueError(
+            "X is a Dask collection: fitting it needs an active distributed.Client "
+            "(the partitions stay on the cluster's workers and the worker tasks "
+            "run there). Start one, e.g. distributed.Client(LocalCluster()), or "
+            "fit X.compute() in memory.") from None
+
+
+# -- on the workers ---------------------------------------------------------
+
+def prepare_partition(X, y, sample_weight, index, columns, validation):
+    """One partition as the fit takes it: (X as CSR float64, y, sample
+    weights), validated as ``validate_data`` validates X and y in memory."""
+    from sklearn.utils import check_X_y
+
+    from ._compat import _check_sample_weight
+    from ._fit import as_csr_float64
+
+    if columns is not None and list(X.columns) != columns:
+        raise ValueError(
+            f"partition {index} of X has the columns {list(X.columns)}, where X "
+            f"has {columns}: every partition needs the same columns.")
+    X, y = check_X_y(X, y, **validation)
+    sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                         ensure_non_negative=True, copy=False)
+    return as_csr_float64(X), X.dtype, y, sample_weight
+
+
+def summarize_partition(prepared, summary_type):
+    X, dtype, y, sample_weight = prepared
+    return X.shape, dtype, summary_type(y, sample_weight), X.data.nbytes + \
+        X.indices.nbytes + X.indptr.nbytes
+
+
+def local_rows(shards, targets, row_scales):
+    """The rows a task's workers hold, from their partitions: X (CSR), Y, c
+    and ``shard_starts``, as ``_fit`` makes them in memory (c_r = s_r N_i /
+    S_i, ``row_scales[i]`` = N_i / S_i)."""
+    pieces_X, pieces_Y, pieces_c, starts = [], [], [], [0]
+    for parts, row_scale in zip(shards, row_scales):
+        for X, _, y, sample_weight in parts:
+            Y, sample_weight = targets.encode(y, sample_weight)
+            pieces_X.append(X)
+            pieces_Y.append(Y)
+            pieces_c.append(sample_weight * row_scale)
+        starts.append(sum(len(c) for c in pieces_c))
+    # One partition is used as it lies, not copied.
+    X = pieces_X[0] if len(pieces_X) == 1 else sp.vstack(pieces_X, format="csr")
+    return dict(X=X, Y=np.concatenate(pieces_Y), c=np.concatenate(pieces_c),
+                shard_starts=np.array(starts, dtype=np.int64))
+
+
+# -- on the driver ----------------------------------------------------------
+
+def _partitions(collection, name, n_rows_chunks=None):
+    """The delayed row partitions of a Dask array, DataFrame or Series."""
+    import dask.array as da
+
+    if isinstance(collection, da.Array):
+        if n_rows_chunks is not None and collection.numblocks[0] != n_rows_chunks \
+                and not any(np.isnan(collection.chunks[0])):
+            raise ValueError(
+                f"{name} has {collection.numblocks[0]} row chunks where X has "
+                f"{n_rows_chunks}: chunk {name} along its rows as X is, e.g. "
+                f"{name}.rechunk({{0: X.chunks[0]}}).")
+        if collection.ndim == 2 and collection.numblocks[1] > 1:
+            # Whole rows in each partition; the move stays on the cluster.
+            collection = collection.rechunk({1: -1})
+        parts = collection.to_delayed()
+        return list(parts[:, 0] if collection.ndim == 2 else parts)
+    if hasattr(collection, "to_delayed"):  # DataFrame, Series
+        return list(collection.to_delayed())
+    raise TypeError(f"{name} is a {type(collection).__name__}: give a Dask array, "
+                    "DataFrame or Series with the same partitions as X.")
+
+
+class DaskData:
+    """X, y and the sample weights in the partitions of Dask collections,
+    validated and prepared where they lie (see the module docstring)."""
+
+    def __init__(self, estimator, X, y, sample_weight, validation, summary_type):
+        from dask import delayed
+
+        self.client = _client()
+        x_parts = _partitions(X, "X")
+        n_parts = len(x_parts)
+        y_parts = _partitions(y, "y", n_parts)
+        w_parts = [None] * n_parts if sample_weight is None else \
+            _partitions(sample_weight, "sample_weight", n_parts)
+        for name, parts in (("y", y_parts), ("sample_weight", w_parts)):
+            if len(parts) != n_parts:
+                raise ValueError(
+                    f"{name} has {len(parts)} partitions where X has {n_parts}: give "
+                    f"{name} the same partitions as X (the same row chunks, or the "
+                    "same divisions).")
+        columns = list(X.columns) if hasattr(X, "columns") else None
+        # An empty frame (or array) with X's columns and dtypes, for feature names.
+        self.meta = getattr(X, "_meta", None)
+        validation = dict(validation, estimator=type(estimator).__name__)
+        prepare = delayed(prepare_partition, pure=False)
+        self.futures = self.client.compute(
+            [prepare(xp, yp, wp, j, columns, validation)
+             for j, (xp, yp, wp) in enumerate(zip(x_parts, y_parts, w_parts))])
+        reports = self.client.gather(self.client.map(
+            summarize_partition, self.futures, [summary_type] * n_parts, pure=False))
+        shapes = np.array([shape for shape, _, _, _ in reports])
+        if np.any(shapes[:, 1] != shapes[0, 1]):
+            j = int(np.argmax(shapes[:, 1] != shapes[0, 1]))
+            raise ValueError(
+                f"partition {j} of X has {shapes[j, 1]} columns where partition 0 "
+                f"has {shapes[0, 1]}: every partition needs the same columns.")
+        self.rows = shapes[:, 0]
+        self.n_samples = int(self.rows.sum())
+        self.n_features = int(shapes[0, 1])
+        self.dtype = np.result_type(*[dtype for _, dtype, _, _ in reports])
+        self.summaries = [summary for _, _, summary, _ in reports]
+        self.nbytes = np.array([n for _, _, _, n in reports])
+        summary = self.summaries[0]
+        for other in self.summaries[1:]:
+            summary = summary.merge(other)
+        self.summary = summary
+        who_has = self.client.who_has(self.futures)
+        self.holders = [sorted(who_has[f.key])[0] for f in self.futures]
+
+    def shard(self, targets, n_workers):
+        """Lay ``n_workers`` logical workers over the partitions (module
+        docstring, 2.) and sum the shards' encoded sample weights."""
+        self.targets = targets
+        hosts = sorted(set(self.holders))
+        by_host = [[j for j in range(len(self.holders)) if self.holders[j] == h]
+                   for h in hosts]
+        if not len(hosts) <= n_workers <= len(self.holders):
+            raise ValueError(
+                f"n_workers={n_workers} does not fit the data's {len(self.holders)} "
+                f"partitions on {len(hosts)} Dask workers: each logical worker's "
+                "shard is made of whole partitions of one Dask worker, and every "
+                "Dask worker holding partitions hosts at least one logical worker. "
+                f"Set {len(hosts)} <= n_workers <= {len(self.holders)}, or "
+                "repartition X (and y).")
+        counts = _allot(np.array([self.rows[parts].sum() for parts in by_host]),
+                        np.array([len(parts) for parts in by_host]), n_workers)
+        self.shard_partitions, self.groups, self.task_hosts = [], [], []
+        for host, parts, count in zip(hosts, by_host, counts):
+            first = len(self.shard_partitions)
+            self.shard_partitions += _split_runs(parts, self.rows[parts], count)
+            self.groups.append(np.arange(first, first + count))
+            self.task_hosts.append(host)
+        rows = np.array([self.rows[parts].sum() for parts in self.shard_partitions])
+        self.shard_starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        self.shard_weight = np.array([
+            sum(targets.weight_of(self.summaries[j]) for j in parts)
+            for parts in self.shard_partitions])
+        if not self.shard_weight.sum() > 0:
+            raise ValueError("sample_weight sums to zero: at least one sample "
+                             "must have a positive weight.")
+        return self
+
+    @property
+    def shape(self):
+        return self.n_samples, self.n_features
+
+    @property
+    def total_weight(self):
+        return float(self.shard_weight.sum())
+
+    def run_tasks(self, task, address, key, idle_timeout):
+        """Run ``task(address, key, idle_timeout, shards)`` on each holder,
+        ``shards`` its workers' prepared partitions (moved by no one: they
+        are on that worker), until every task ends."""
+        from distributed import wait
+
+        run = uuid.uuid4().hex
+        futures = [
+            self.client.submit(
+                task, address, key, idle_timeout,
+                (t, [[self.futures[j] for j in self.shard_partitions[i]]
+                     for i in group]),
+                workers=[host], allow_other_workers=False, pure=False,
+                key=f"sklearn-dsparse-task-{run}-{t}")
+            for t, (group, host) in enumerate(zip(self.groups, self.task_hosts))]
+        wait(futures)
+        for future in futures:
+            future.result()  # raises a task's error
+
+    def release(self):
+        """Let the cluster drop the prepared partitions."""
+        self.futures = []
+
+
+def _allot(rows, capacity, n_workers):
+    """Logical workers per holder: at least one, at most its partitions, in
+    proportion to its rows otherwise (largest remainders)."""
+    counts = np.ones(len(rows), dtype=np.int64)
+    for _ in range(n_workers - len(rows)):
+        share = rows / (counts + 1)  # rows per worker if it got one more
+        share[counts >= capacity] = -1.0
+        counts[int(np.argmax(share))] += 1
+    return counts
+
+
+def _split_runs(parts, rows, count):
+    """``count`` non-empty runs of the partitions ``parts``, each ending at the
+    partition boundary nearest to an equal share of the rows."""
+    ends = np.cumsum(rows)
+    cuts = []
+    lo = 0
+    for k in range(1, count):
+        target = ends[-1] * k / count
+        # A cut after partition c (1 <= c): at least one partition on each side
+        # of it and enough partitions left for the runs after it.
+        candidates = np.arange(lo + 1, len(parts) - (count - k) + 1)
+        c = int(candidates[np.argmin(np.abs(ends[candidates - 1] - target))])
+        cuts.append(c)
+        lo = c
+    bounds = [0] + cuts + [len(parts)]
+    return [list(parts[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
