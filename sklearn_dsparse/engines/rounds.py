@@ -90,7 +90,7 @@ def _host_rounds(conn):
 
 def serve_rounds(address, authkey, idle_timeout):
     """The body of a worker task of ``JoblibRoundEngine``."""
-    serve(address, authkey, _host_rounds, idle_timeout)
+    return serve(address, authkey, _host_rounds, idle_timeout)
 
 
 class JoblibRoundEngine(TaskEngine):
