@@ -22,6 +22,7 @@ import pytest
 from joblib import parallel_config
 from numpy.testing import assert_array_equal
 
+import sklearn_dsparse
 from sklearn_dsparse import DistributedSparseLogisticRegression
 from sklearn_dsparse.engines import WorkerProcessError
 from sklearn_dsparse.engines import _tasks
@@ -36,8 +37,11 @@ else:
 pytestmark = pytest.mark.filterwarnings(
     "ignore::sklearn.exceptions.ConvergenceWarning")
 
-#: The checkout under test: the namespaced workers import it from here.
-CHECKOUT = Path(__file__).resolve().parents[1]
+#: Where the driver imports this package from (the checkout under test, or
+#: where it was installed from it): the namespaced workers import the same
+#: copy, and load the compiled kernels the suite has cached next to it
+#: (another copy compiles them afresh, for a minute).
+SOURCE = Path(sklearn_dsparse.__file__).resolve().parents[1]
 
 RUN = os.getpid()  # in every name, so that two runs cannot collide
 PREFIX = f"dsparse-{RUN}-"
@@ -183,7 +187,7 @@ def cluster(tmp_path_factory):
     hosts = Hosts(_free_subnet())
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(
-               [str(CHECKOUT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+               [str(SOURCE), *filter(None, [os.environ.get("PYTHONPATH")])])}
     # The namespaces have no default route: a Dask process that is not told
     # its address guesses one from a route to the internet, fails, and falls
     # back to the machine's host name, which the others cannot reach.
@@ -268,6 +272,9 @@ def test_fit_across_hosts_gives_the_in_process_model_bitwise(cluster, engines, s
     for pid, w in workers.items():
         assert os.stat(f"/proc/{pid}/ns/net").st_ino == \
             os.stat(f"/run/netns/{hosts.namespace(w)}").st_ino
+    # ... running the driver's copy of the code.
+    imported = client.run(lambda: __import__("sklearn_dsparse").__file__)
+    assert set(imported.values()) == {sklearn_dsparse.__file__}
 
 
 def _fails_fast(address, reason, **params):
