@@ -124,14 +124,14 @@ def serve_nodelay(address, authkey, idle_timeout):
     the worker's side by the connecting code too (the library's ``serve`` now
     sets it itself, so "+ND" rows should match the plain ones).  Defined in
     __main__ so that loky and Dask ship it by value; it patches the task
-    module's ``Client`` only for its own call."""
+    module's ``connect`` only for its own call."""
     import os as _os
     import socket as _socket
 
     from sklearn_dsparse.engines import _tasks
     from sklearn_dsparse.engines import joblib as engine_module
 
-    original = _tasks.Client
+    original = _tasks.connect
 
     def client(*args, **kwargs):
         conn = original(*args, **kwargs)
@@ -142,11 +142,11 @@ def serve_nodelay(address, authkey, idle_timeout):
             sock.close()
         return conn
 
-    _tasks.Client = client
+    _tasks.connect = client
     try:
         return engine_module.serve(address, authkey, idle_timeout)
     finally:
-        _tasks.Client = original
+        _tasks.connect = original
 
 
 class worker_nodelay:

@@ -214,9 +214,9 @@ class DaskData:
         return float(self.shard_weight.sum())
 
     def run_tasks(self, task, address, key, idle_timeout):
-        """Run ``task(address, key, idle_timeout, shards)`` on each holder,
-        ``shards`` its workers' prepared partitions (moved by no one: they
-        are on that worker), until every task ends."""
+        """Run ``task(address, key, idle_timeout, (index, shards))`` on each
+        holder, ``shards`` its workers' prepared partitions (moved by no one:
+        they are on that worker), until every task ends; their results."""
         from distributed import wait
 
         run = uuid.uuid4().hex
@@ -229,8 +229,7 @@ class DaskData:
                 key=f"sklearn-dsparse-task-{run}-{t}")
             for t, (group, host) in enumerate(zip(self.groups, self.task_hosts))]
         wait(futures)
-        for future in futures:
-            future.result()  # raises a task's error
+        return [future.result() for future in futures]  # raises a task's error
 
     def release(self):
         """Let the cluster drop the prepared partitions."""

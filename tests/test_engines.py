@@ -622,10 +622,10 @@ def test_master_that_tasks_cannot_reach_fails_fast(monkeypatch):
     # not after SKLEARN_DSPARSE_CONNECT_TIMEOUT.
     from sklearn_dsparse.engines import _tasks
 
-    def unreachable(address, authkey):
+    def unreachable(address, authkey, seconds=None):
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(_tasks, "Client", unreachable)
+    monkeypatch.setattr(_tasks, "connect", unreachable)
     monkeypatch.setenv("SKLEARN_DSPARSE_CONNECT_TIMEOUT", "60")
     X, y = data("classifier", "sparse")
     start = time.monotonic()

@@ -14,6 +14,8 @@ is None, ``SKLEARN_DSPARSE_MASTER_ADDRESS``, else 127.0.0.1: set it to an
 address of the driver the cluster's workers can reach), and tasks
 that have not connected after ``SKLEARN_DSPARSE_CONNECT_TIMEOUT`` seconds
 (default 60) make the fit fail: the backend could not run them all at once.
+A task gives up connecting after ``CONNECT_SECONDS`` and reports why; once
+every task has ended without connecting, the fit fails naming the address.
 A task ends when its master has been silent for ``SKLEARN_DSPARSE_TASK_TIMEOUT``
 seconds (default 600, read on the driver).
 
@@ -34,7 +36,7 @@ import threading
 import time
 from functools import partial
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import (Client, Listener, answer_challenge,
+from multiprocessing.connection import (Connection, Listener, answer_challenge,
                                         deliver_challenge)
 
 import numpy as np
@@ -49,6 +51,13 @@ from .base import Engine
 #: Seconds a peer of the listener has to prove it holds the fit's key.
 HANDSHAKE_SECONDS = 10.0
 
+#: Seconds a task has to connect to its master and pass the handshake. A
+#: master whose packets are dropped (a firewall, a partition) gives no
+#: refusal: without a limit the task would wait for the system's ~2 minutes
+#: of SYN retries, and the driver would blame the backend at its own
+#: connect timeout. 10 s leaves room for three lost SYNs.
+CONNECT_SECONDS = 10.0
+
 #: Seconds the tasks get to end once their connections are closed, before
 #: those of a local backend are killed.
 TASK_GRACE = 2.0
@@ -61,17 +70,37 @@ WIRE_BYTES = ("uplink_payload_bytes", "uplink_framing_bytes",
               "downlink_payload_bytes", "downlink_framing_bytes")
 
 
+def connect(address, authkey, seconds=CONNECT_SECONDS):
+    """``multiprocessing.connection.Client(address, authkey=authkey)``, failing
+    with an ``OSError`` when connecting and the handshake take more than
+    ``seconds``."""
+    sock = socket.create_connection(address, timeout=seconds)
+    sock.settimeout(None)  # the Connection needs a blocking socket
+    conn = Connection(sock.detach())
+    try:
+        set_timeouts(conn, seconds)
+        answer_challenge(conn, authkey)
+        deliver_challenge(conn, authkey)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def serve(address, authkey, host, idle_timeout, task=None):
     """The body of a worker task: connect, then ``host(conn)`` until the end,
     or until the master has been silent for ``idle_timeout`` seconds (it hung,
     or vanished in a way keepalive cannot see).  ``task`` is the task's index
-    when tasks are not interchangeable (they hold data)."""
+    when tasks are not interchangeable (they hold data).  Returns why the task
+    could not connect, if it could not, for the driver's error."""
     from threadpoolctl import threadpool_limits
 
     try:
-        conn = Client(address, authkey=authkey)
-    except OSError:
-        return  # the fit ended (or failed) before this task could start
+        conn = connect(address, authkey)
+    except OSError as exc:
+        # The fit ended (or failed) before this task could start, or the
+        # master cannot be reached from here.
+        return f"{socket.gethostname()}: {exc.strerror or exc}"
     try:
         no_delay(conn)  # both ends: rounds are small writes
         keep_alive(conn)
@@ -106,6 +135,7 @@ class TaskEngine(Engine):
         self._listener = None
         self._thread = None
         self._task_errors = []
+        self._task_results = []
         self._closing = False
         self._accepted = None
         self.pids = []
@@ -163,10 +193,12 @@ class TaskEngine(Engine):
             except queue.Empty:
                 if not self._thread.is_alive() and accepted.empty():
                     self._raise_task_error()
+                    why = sorted({r for r in self._task_results if r})
                     raise WorkerProcessError(
                         f"{n_procs - len(self._conns)} of the {n_procs} worker tasks "
                         "ended without connecting to the master at "
-                        f"{self.master_address[0]}:{self.master_address[1]}: set "
+                        f"{self.master_address[0]}:{self.master_address[1]}"
+                        f"{' (' + '; '.join(why) + ')' if why else ''}: set "
                         "master_address to an address of this machine that the "
                         "workers can reach.")
                 continue
@@ -278,14 +310,14 @@ class TaskEngine(Engine):
     def _run_tasks(self, launch, address, key):
         """``launch(address, key)``: run the tasks until they all end."""
         try:
-            launch(address, key)
+            self._task_results = launch(address, key)
         except BaseException as exc:  # reported by the master's next wait
             self._task_errors.append(exc)
 
     def _run_on_backend(self, backend, n_procs, task, address, key):
         with parallel_config(backend=backend):
-            Parallel(n_jobs=n_procs)(delayed(task)(address, key, self.task_timeout)
-                                     for _ in range(n_procs))
+            return Parallel(n_jobs=n_procs)(
+                delayed(task)(address, key, self.task_timeout) for _ in range(n_procs))
 
     def _raise_task_error(self):
         if self._task_errors:

@@ -477,7 +477,7 @@ def _host_epochs(conn):
 
 def serve(address, authkey, idle_timeout):
     """The body of a worker task: host logical workers until told to stop."""
-    _tasks.serve(address, authkey, _host_epochs, idle_timeout)
+    return _tasks.serve(address, authkey, _host_epochs, idle_timeout)
 
 
 class JoblibEngine(TaskEngine):

@@ -99,7 +99,8 @@ def serve_rounds(address, authkey, idle_timeout, local=None):
     """The body of a worker task of ``JoblibRoundEngine``; ``local``, for data
     on the cluster: (the task's index, its workers' partitions)."""
     task, shards = (None, None) if local is None else local
-    serve(address, authkey, partial(_host_rounds, shards=shards), idle_timeout, task)
+    return serve(address, authkey, partial(_host_rounds, shards=shards), idle_timeout,
+                 task)
 
 
 class JoblibRoundEngine(TaskEngine):
