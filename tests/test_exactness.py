@@ -136,6 +136,7 @@ def test_asgd_matches_scikit_learn_on_data_that_interpolate(layout):
     assert est.communication_["uplink_ratio"] == (16 + 2 * (4 + 8)) / (16 + 6 * 8)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=0
 def test_asgd_needs_fewer_rounds_than_sgd_at_the_same_bytes():
     """Condition number 100, the estimate's strong growth constant 2.3: the
     theory's rounds are rho sqrt(kappa) for asgd against about
