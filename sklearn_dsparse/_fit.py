@@ -30,7 +30,8 @@ from .losses import loss_value
 from .newton import NewtonMaster, fit_newton
 from .solvers import GD, SOLVERS, row_margin
 from .sparsifiers import SPARSIFIERS
-from .step_size import (auto_step_size, gram_top_eigenvalue, minibatch_smoothness,
+from .step_size import (accelerated_parameters, auto_step_size, gram_top_eigenvalue,
+                        minibatch_smoothness, quadratic_growth_constants,
                         row_norms_squared)
 
 
@@ -55,6 +56,13 @@ class Problem:
     step_size: float = None
     #: The rows when they live on a Dask cluster (``_dask_data.DaskData``).
     data: object = None
+    # solver="asgd"'s step coefficients (master.py); 0 for the others.
+    momentum: float = 0.0
+    lookahead: float = 0.0
+
+    @property
+    def accelerated(self):
+        return self.solver_name == "asgd"
 
     @property
     def n_workers(self):
@@ -222,7 +230,8 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     if control_variates == "auto":
         # When every block is sent the estimate is exact: nothing to remember.
         # Newton's compressed answers vanish at the optimum by themselves.
-        control_variates = solver != "newton" and \
+        # asgd's sequences assume the unbiased estimate of sgd alone.
+        control_variates = solver not in ("newton", "asgd") and \
             sparsifier.blocks_per_worker < sparsifier.n_blocks
     problem = Problem(X=X, Y=Y, c=c, shard_starts=shard_starts, weights=weights,
                       loss=loss, penalty=penalty, fit_intercept=fit_intercept,
@@ -240,7 +249,9 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
                            master_address=master_address)
     if batch_size == "auto" and not _lazy.possible(problem):
         problem.batch_size = auto_batch_size(X, n_workers, n_columns)
-    if step_size == "auto":
+    if solver == "asgd":
+        step_size = _accelerate(problem, step_size)
+    elif step_size == "auto":
         L_F, L_b = smoothness_constants(problem, sample_weight)
         step_size = auto_step_size(sparsifier, weights, L_F, L_b)
     problem.step_size = float(step_size)
@@ -295,6 +306,28 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
                      batch_size=problem.batch_size_used,
                      communication=CommunicationStats(counters, wire_bytes),
                      history=history.as_dict())
+
+
+def _accelerate(problem, step_size):
+    """Set asgd's momentum and look-ahead on ``problem``; return its step."""
+    pb = problem
+    mu, L, rho = quadratic_growth_constants(
+        pb.X, pb.c, pb.shard_starts, pb.weights, pb.penalty.l2, pb.fit_intercept,
+        pb.batch_size, pb.sparsifier.scale)
+    if not np.isfinite(rho):
+        raise ValueError(
+            f"solver='asgd' needs a strongly convex objective, and the smallest "
+            f"eigenvalue of its Hessian is {mu:.3g} (largest {L:.3g}): there are "
+            "fewer independent rows than features, or collinear features. Add a "
+            "penalty (alpha > 0), or use solver='sgd' or 'newton'.")
+    eta = None if step_size == "auto" else float(step_size)
+    if eta is not None and not mu * eta * rho < 1.0:
+        raise ValueError(
+            f"step_size={eta:.4g} is too large for solver='asgd': its sequences "
+            f"need step_size < 1 / (mu rho) = {1.0 / (mu * rho):.4g} (mu = {mu:.4g}, "
+            f"rho = {rho:.4g}). Set a smaller step_size or step_size='auto'.")
+    eta, pb.momentum, pb.lookahead = accelerated_parameters(mu, L, rho, eta)
+    return eta
 
 
 def _fit_newton(problem, W, seeds, *, objective_scale, max_iter, tol, verbose,

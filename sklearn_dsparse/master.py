@@ -7,6 +7,17 @@ and hbar reproduces x+ and hbar+ from it with ``step_from_broadcast``, the
 same arithmetic (``_step_block``) read from the message instead of from A, so
 every node keeps identical state.
 
+``solver="asgd"`` (docs/method.md, "Accelerated SGD") keeps in hbar the
+look-ahead displacement d = y - w of Nesterov's sequences instead of control
+variates: W is the point y where the workers take gradients and the model is
+w = W - d.  Its step, from the same A,
+
+    d+ = momentum d - lookahead A,    W+ = W - step A + d+,
+
+moves every block (d decays on blocks nobody sent), so the same broadcast
+gives every node the same y, w and d.  ``momentum = lookahead = 0`` is the
+plain step.
+
 W, hbar and A are (n_columns, n_outputs) C-contiguous arrays (1-D with one
 output, see ``_layout``), so block b is the flat range
 ``starts[b] * K : starts[b + 1] * K``.  The loops run over views of a block,
@@ -48,9 +59,19 @@ def aggregate_message(A, touched, block_list, n_selected, starts, values, weight
 
 @njit(cache=True, inline="always")
 def _step_block(w_b, hb_b, a_b, sent, n_penalised_b, step, threshold,
-                use_control_variates, cv_fraction):
+                use_control_variates, cv_fraction, momentum, lookahead):
     """The step on one block: ``a_b`` is A on it when it was sent."""
     size = w_b.shape[0]
+    if momentum != 0.0 or lookahead != 0.0:
+        if sent:
+            for i in range(size):
+                hb_b[i] = momentum * hb_b[i] - lookahead * a_b[i]
+                w_b[i] += hb_b[i] - step * a_b[i]
+        else:
+            for i in range(size):
+                hb_b[i] *= momentum
+                w_b[i] += hb_b[i]
+        return
     if sent and use_control_variates:
         for i in range(size):
             w_b[i] -= step * (hb_b[i] + a_b[i])
@@ -68,7 +89,7 @@ def _step_block(w_b, hb_b, a_b, sent, n_penalised_b, step, threshold,
 
 @njit(cache=True)
 def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
-                use_control_variates, cv_fraction):
+                use_control_variates, cv_fraction, momentum=0.0, lookahead=0.0):
     """Apply the round to W (and hbar); clear ``touched`` for the next round.
 
     Returns the number of blocks and of values in the broadcast message.
@@ -80,7 +101,7 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
     hb = flat(hbar)
     a = flat(A)
     n_penalised = (W.shape[0] - 1 if fit_intercept else W.shape[0]) * K
-    every_block_moves = use_control_variates or l1 > 0.0
+    every_block_moves = use_control_variates or l1 > 0.0 or momentum != 0.0
     n_blocks_sent = 0
     n_values_sent = 0
     for b in range(touched.shape[0]):
@@ -91,7 +112,7 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
         hi = starts[b + 1] * K
         _step_block(w[lo:hi], hb[lo:hi], a[lo:hi], sent,
                     max(min(hi, n_penalised) - lo, 0), step, step * l1,
-                    use_control_variates, cv_fraction)
+                    use_control_variates, cv_fraction, momentum, lookahead)
         if sent:
             n_blocks_sent += 1
             n_values_sent += hi - lo
@@ -101,7 +122,8 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
 
 @njit(cache=True)
 def step_from_broadcast(W, hbar, block_ids, n_blocks_sent, values, starts, step,
-                        l1, fit_intercept, use_control_variates, cv_fraction):
+                        l1, fit_intercept, use_control_variates, cv_fraction,
+                        momentum=0.0, lookahead=0.0):
     """``master_step`` with A given as the broadcast message itself: the blocks
     ``block_ids[:n_blocks_sent]`` (increasing) and their concatenated values.
 
@@ -113,7 +135,7 @@ def step_from_broadcast(W, hbar, block_ids, n_blocks_sent, values, starts, step,
     w = flat(W)
     hb = flat(hbar)
     n_penalised = (W.shape[0] - 1 if fit_intercept else W.shape[0]) * K
-    every_block_moves = use_control_variates or l1 > 0.0
+    every_block_moves = use_control_variates or l1 > 0.0 or momentum != 0.0
     j = 0
     pos = 0
     for b in range(starts.shape[0] - 1):
@@ -128,4 +150,4 @@ def step_from_broadcast(W, hbar, block_ids, n_blocks_sent, values, starts, step,
             continue
         _step_block(w[lo:hi], hb[lo:hi], a_b, sent,
                     max(min(hi, n_penalised) - lo, 0), step, step * l1,
-                    use_control_variates, cv_fraction)
+                    use_control_variates, cv_fraction, momentum, lookahead)

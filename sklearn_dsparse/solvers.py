@@ -26,7 +26,9 @@ from ._layout import add_at, at, flat, n_outputs, set_at
 from .losses import loss_derivative
 
 GD, SGD, SAGA = 0, 1, 2
-SOLVERS = {"gd": GD, "sgd": SGD, "saga": SAGA}
+#: asgd's workers send sgd's estimate, taken at the look-ahead point that
+#: ``master`` keeps; only the master's step differs.
+SOLVERS = {"gd": GD, "sgd": SGD, "saga": SAGA, "asgd": SGD}
 
 
 @njit(cache=True, inline="always")

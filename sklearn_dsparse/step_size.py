@@ -37,6 +37,7 @@ Rates" (ICML 2019), Proposition 3.8:
 
 import numpy as np
 import scipy.sparse as sp
+from scipy import linalg
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 SAFETY = 2.0
@@ -99,3 +100,88 @@ def auto_step_size(sparsifier, weights, smoothness_F, smoothness_estimate,
     s2 = float(np.sum(np.asarray(weights) ** 2))
     return 1.0 / (safety * sparsifier.step_smoothness(smoothness_F, s2,
                                                       smoothness_estimate))
+
+
+#: ``solver="asgd"`` forms d x d matrices (d = n_features + fit_intercept).
+ASGD_MAX_COLUMNS = 2000
+
+
+def _with_intercept(X, fit_intercept):
+    X = sp.csr_matrix(X)
+    if fit_intercept:
+        X = sp.hstack([X, np.ones((X.shape[0], 1))], format="csr")
+    return X
+
+
+def quadratic_growth_constants(X, c, shard_starts, weights, l2, fit_intercept,
+                               batch, scale):
+    """(mu, L, rho) of a squared loss under ``solver="asgd"``'s estimate.
+
+    With a constant Hessian every worker's minibatch gradient at y is
+    ``Hhat_i (y - x*)`` when the data interpolate, so the round's estimate
+    ``g = sum_i w_i D_i Hhat_i (y - x*)`` (D_i: the independent mask, rescaled
+    by ``scale = m / tau``) has ``E ||g||^2 = e^T M e`` exactly, with
+
+        M = H^2 + sum_i w_i^2 (scale E[Hhat_i^2] - H_i^2),
+        E[Hhat_i^2] = H_i^2 + beta_i (S_i - R_i^2),
+
+    R_i the shard's mean of the rows' Hessians ``c_r x_r x_r^T``, H_i = R_i +
+    l2 (coefficients only), S_i the mean of their squares
+    ``c_r^2 ||x_r||^2 x_r x_r^T`` and ``beta_i = (N_i - b) / (b (N_i - 1))``
+    (b of N_i rows without replacement).  mu and L are the extreme
+    eigenvalues of H = sum_i w_i H_i, and the strong growth constant of
+    Vaswani, Bach & Schmidt, E ||g||^2 <= rho ||grad F||^2, is the largest
+    eigenvalue of H^-1 M H^-1.  (docs/method.md, "Accelerated SGD".)
+    """
+    Xt = _with_intercept(X, fit_intercept)
+    d = Xt.shape[1]
+    penalised = np.full(d, l2)
+    if fit_intercept:
+        penalised[-1] = 0.0
+    row_sq = np.asarray(Xt.multiply(Xt).sum(axis=1)).ravel()
+    H = np.zeros((d, d))
+    M = np.zeros((d, d))
+    for i, w in enumerate(weights):
+        s, e = shard_starts[i], shard_starts[i + 1]
+        n_rows, Xi, ci = e - s, Xt[s:e], c[s:e]
+        R = (Xi.T @ sp.diags(ci / n_rows) @ Xi).toarray()
+        S = (Xi.T @ sp.diags(ci ** 2 * row_sq[s:e] / n_rows) @ Xi).toarray()
+        H_i = R + np.diag(penalised)
+        b = min(batch, n_rows)
+        beta = 0.0 if n_rows <= 1 else (n_rows - b) / (b * (n_rows - 1))
+        H_i2 = H_i @ H_i
+        H += w * H_i
+        M += w * w * (scale * (H_i2 + beta * (S - R @ R)) - H_i2)
+    M += H @ H
+    eigenvalues = np.linalg.eigvalsh(H)
+    mu, L = float(eigenvalues[0]), float(eigenvalues[-1])
+    if not mu > 1e-12 * L:
+        return max(mu, 0.0), L, np.inf
+    rho = float(linalg.eigh(M, H @ H, eigvals_only=True)[-1])
+    return mu, L, max(rho, 1.0)
+
+
+def accelerated_parameters(mu, L, rho, step=None):
+    """(step, momentum, lookahead) of ``solver="asgd"``.
+
+    Vaswani, Bach & Schmidt, "Fast and Faster Convergence of SGD for
+    Over-Parameterized Models and an Accelerated Perceptron" (AISTATS 2019),
+    Theorem 1 (strongly convex): with eta = 1 / (rho L) and
+    ``s = sqrt(mu eta / rho)``, the sequences
+
+        y_k     = alpha v_k + (1 - alpha) w_k
+        w_{k+1} = y_k - eta g(y_k)
+        v_{k+1} = beta v_k + (1 - beta) y_k - gamma eta g(y_k)
+
+    take alpha = s / (1 + s), beta = 1 - s, gamma = 1 / sqrt(mu eta rho),
+    and E F(w_k) - F* falls like (1 - sqrt(mu / (rho^2 L)))^k when g
+    satisfies the strong growth condition E ||g||^2 <= rho ||grad F||^2.  Written in
+    w and the look-ahead displacement d = y - w (``master``):
+    ``momentum = beta (1 - alpha)``, ``lookahead = eta alpha (gamma - 1)``.
+    ``step`` replaces eta when given; it needs ``mu eta rho < 1`` (else the
+    sequences are not a contraction: momentum or lookahead negative).
+    """
+    eta = 1.0 / (rho * L) if step is None else float(step)
+    s = np.sqrt(mu * eta / rho)
+    alpha, beta, gamma = s / (1.0 + s), 1.0 - s, 1.0 / np.sqrt(mu * eta * rho)
+    return eta, float(beta * (1.0 - alpha)), float(eta * alpha * (gamma - 1.0))

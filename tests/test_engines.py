@@ -59,10 +59,14 @@ def wait_until_gone(pids, seconds=30):
     return [p for p in pids if alive(p)]
 
 
+#: The paper's solvers and the models they fit (asgd: squared loss only).
+SOLVER_KINDS = [(solver, kind) for solver in ("saga", "sgd", "gd")
+                for kind in ("classifier", "regressor")] + [("asgd", "regressor")]
+
+
 @pytest.mark.parametrize("n_workers", [2, 7, 32])
 @pytest.mark.parametrize("layout", ["sparse", "dense"])
-@pytest.mark.parametrize("kind", ["classifier", "regressor"])
-@pytest.mark.parametrize("solver", ["saga", "sgd", "gd"])
+@pytest.mark.parametrize("solver, kind", SOLVER_KINDS)
 def test_loky_processes_give_the_in_process_model_bitwise(solver, kind, layout,
                                                           n_workers):
     X, y = data(kind, layout)
@@ -148,8 +152,7 @@ def dask_client():
 
 @pytest.mark.parametrize("n_workers", [2, 7, 32])
 @pytest.mark.parametrize("layout", ["sparse", "dense"])
-@pytest.mark.parametrize("kind", ["classifier", "regressor"])
-@pytest.mark.parametrize("solver", ["saga", "sgd", "gd"])
+@pytest.mark.parametrize("solver, kind", SOLVER_KINDS)
 def test_dask_cluster_gives_the_in_process_model_bitwise(dask_client, solver, kind,
                                                          layout, n_workers):
     X, y = data(kind, layout)

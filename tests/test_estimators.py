@@ -246,6 +246,36 @@ def test_inconsistent_parameters_name_the_fix(params, X_rows, match):
         DistributedSparseLogisticRegression(**params).fit(X[:X_rows], y[:X_rows])
 
 
+def _regression(n_samples=60, n_features=4):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n_samples, n_features))
+    return X, X @ rng.standard_normal(n_features)
+
+
+@pytest.mark.parametrize("make, match", [
+    # The momentum comes from mu and rho, exact only for a constant Hessian.
+    (lambda: (DistributedSparseLogisticRegression(solver="asgd"), small_binary()),
+     "constant Hessian"),
+    (lambda: (DistributedSparseElasticNet(alpha=0.1, solver="asgd"), _regression()),
+     "no L1 penalty"),
+    (lambda: (DistributedSparseRidge(solver="asgd", sparsifier="shared"),
+              _regression()), "independent sparsification"),
+    (lambda: (DistributedSparseRidge(solver="asgd", control_variates=True),
+              _regression()), "without control variates"),
+    # More features than rows and no penalty: F is not strongly convex.
+    (lambda: (DistributedSparseRidge(alpha=0.0, solver="asgd", n_workers=2),
+              _regression(6, 10)), "strongly convex"),
+    (lambda: (DistributedSparseRidge(solver="asgd", step_size=1e6), _regression()),
+     "too large for solver='asgd'"),
+    (lambda: (DistributedSparseRidge(solver="asgd"), _regression(3000, 2001)),
+     "at most 2000"),
+])
+def test_asgd_refuses_what_it_does_not_support(make, match):
+    est, (X, y) = make()
+    with pytest.raises(ValueError, match=match):
+        est.fit(X, y)
+
+
 @pytest.mark.parametrize("params", [
     dict(solver="lbfgs"), dict(n_workers=0), dict(sparsifier="topk"),
     dict(step_size=-1.0), dict(batch_size=0), dict(C=0.0), dict(l1_ratio=2.0),

@@ -16,7 +16,8 @@ weaker penalty.
 
 import numpy as np
 import pytest
-from sklearn.linear_model import ElasticNet, LogisticRegression
+import scipy.sparse as sp
+from sklearn.linear_model import ElasticNet, LinearRegression, LogisticRegression
 
 from sklearn_dsparse import (DistributedSparseElasticNet,
                              DistributedSparseLogisticRegression,
@@ -108,3 +109,50 @@ def test_newton_on_an_ill_conditioned_problem(n_workers):
                                               random_state=0).fit(X, y)
     assert relative_error(est, coef, intercept) <= 1e-4
     assert est.communication_["rounds"] < 100
+
+
+def interpolating_least_squares(n_samples=4000, n_features=5, decay=1.0, seed=0):
+    """y = X w + b exactly (every row's residual vanishes at the optimum), with
+    column scales from 1 to 10^-decay: condition number about 10^(2 decay)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features)) * np.logspace(0, -decay,
+                                                                   n_features)
+    return X, X @ rng.standard_normal(n_features) + 0.5
+
+
+ASGD = dict(alpha=0.0, solver="asgd", n_workers=4, n_blocks=6, blocks_per_worker=2,
+            batch_size=1000, tol=1e-10, random_state=0)
+
+
+@pytest.mark.parametrize("layout", ["sparse", "dense"])
+def test_asgd_matches_scikit_learn_on_data_that_interpolate(layout):
+    X, y = interpolating_least_squares()
+    ref = LinearRegression().fit(X, y)
+    est = DistributedSparseRidge(max_iter=1000, **ASGD).fit(
+        sp.csr_matrix(X) if layout == "sparse" else X, y)
+    assert relative_error(est, ref.coef_, ref.intercept_) <= 1e-4
+    assert np.linalg.norm(ref.coef_) > 0.1
+    # Each message: a 16-byte header, 2 of the 6 one-value blocks and their ids.
+    assert est.communication_["uplink_ratio"] == (16 + 2 * (4 + 8)) / (16 + 6 * 8)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=0
+def test_asgd_needs_fewer_rounds_than_sgd_at_the_same_bytes():
+    """Condition number 100, the estimate's strong growth constant 2.3: the
+    theory's rounds are rho sqrt(kappa) for asgd against about
+    2 (1 + omega s2) kappa for sgd's auto step, 10x fewer; measured 164
+    against 1805 to a relative suboptimality of 1e-8 (F* = 0)."""
+    X, y = interpolating_least_squares()
+
+    def rounds_to_target(solver, max_iter):
+        est = DistributedSparseRidge(**{**ASGD, "solver": solver, "tol": 0,
+                                        "max_iter": max_iter}).fit(X, y)
+        F, rounds = np.array(est.history_["objective"]), est.history_["rounds"]
+        up = np.array(est.history_["uplink_bytes"])
+        reached = np.flatnonzero(F <= 1e-8 * F[0])
+        return (rounds[reached[0]] if len(reached) else np.inf), up[1] - up[0]
+
+    asgd_rounds, asgd_bytes = rounds_to_target("asgd", 400)
+    sgd_rounds, sgd_bytes = rounds_to_target("sgd", 1200)
+    assert asgd_bytes == sgd_bytes  # per round: the same blocks, the same bytes
+    assert asgd_rounds < 300 and sgd_rounds > 4 * asgd_rounds

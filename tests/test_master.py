@@ -12,7 +12,7 @@ import itertools
 
 import numpy as np
 import pytest
-from numpy.testing import assert_array_equal
+from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn_dsparse.blocks import BlockPartition
 from sklearn_dsparse.engines._transport import frame_at
@@ -20,6 +20,7 @@ from sklearn_dsparse.engines.joblib import (COMMAND_FRAME_BYTES, _apply_broadcas
                                             _max_frame_bytes, _write_broadcast)
 from sklearn_dsparse.master import master_step
 from sklearn_dsparse.messages import HEADER_BYTES, read_header
+from sklearn_dsparse.step_size import accelerated_parameters
 
 N_COLUMNS, N_BLOCKS = 23, 6
 PARTITIONS = {
@@ -124,3 +125,48 @@ def test_a_broadcast_is_refused_unless_it_is_the_rounds_with_increasing_blocks()
         frame[first_id + 4:first_id + 8], frame[first_id:first_id + 4]
     ok, W = apply(swapped, 5)
     assert not ok and not W.any()  # refused before touching W
+
+
+def test_accelerated_step_is_the_three_sequences_of_asgd():
+    """asgd's step on (y, d = y - w) is Vaswani et al.'s w, v, y recursion
+    (docs/method.md, "Accelerated SGD"), written out here with v, on every
+    block (A = 0 where nobody sent); every node's step from the broadcast
+    gives the master's, bit for bit."""
+    rng = np.random.default_rng(5)
+    starts = PARTITIONS["overlapping"]
+    mu, L, rho = 0.05, 2.0, 1.7
+    eta, momentum, lookahead = accelerated_parameters(mu, L, rho)
+    s = np.sqrt(mu * eta / rho)
+    alpha, beta, gamma = s / (1 + s), 1 - s, 1 / np.sqrt(mu * eta * rho)
+    w, v = rng.standard_normal(N_COLUMNS), rng.standard_normal(N_COLUMNS)
+    y = alpha * v + (1 - alpha) * w
+    W, d = y.copy(), y - w
+    for rnd, touched in enumerate(unions(rng)):
+        A = rng.standard_normal(N_COLUMNS) * np.repeat(touched, np.diff(starts))
+        W_ref, d_ref = W.copy(), d.copy()
+        master_step(W_ref, d_ref, A.copy(), touched.copy(), starts, eta, 0.0, True,
+                    False, 1.0, momentum, lookahead)
+        # The oracle, with v.
+        w_next = y - eta * A
+        v = beta * v + (1 - beta) * y - gamma * eta * A
+        y = alpha * v + (1 - alpha) * w_next
+        w = w_next
+        assert_allclose(W_ref, y, rtol=1e-12, atol=1e-12)
+        assert_allclose(W_ref - d_ref, w, rtol=1e-12, atol=1e-12)
+        # A node, from the broadcast frame.
+        values_at = -(-(COMMAND_FRAME_BYTES + _max_frame_bytes(N_BLOCKS, 0)) // 8) * 8
+        out = np.zeros(values_at + 8 * N_COLUMNS, dtype=np.uint8)
+        A_in_frame = out[values_at:].view(np.float64)
+        A_in_frame[:] = A
+        ids = np.empty(N_BLOCKS, dtype=np.int32)
+        begin, end, _, _, _ = _write_broadcast(out, values_at, A_in_frame,
+                                               touched.copy(), starts, rnd, ids)
+        offset, length, _ = frame_at(out, begin, end)
+        W_node, d_node = W.copy(), d.copy()
+        assert _apply_broadcast(out[offset:end], rnd, W_node, d_node, starts,
+                                np.arange(N_BLOCKS, dtype=np.int32),
+                                np.empty(N_BLOCKS, np.int32), np.empty(N_COLUMNS), eta,
+                                0.0, True, False, 1.0, momentum, lookahead)
+        assert_array_equal(W_node, W_ref)
+        assert_array_equal(d_node, d_ref)
+        W, d = W_ref, d_ref

@@ -9,9 +9,15 @@ from numpy.testing import assert_allclose
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_dsparse import DistributedSparseLogisticRegression, DistributedSparseRidge
-from sklearn_dsparse.sparsifiers import Dense, Independent, Shared
-from sklearn_dsparse.step_size import (auto_step_size, gram_top_eigenvalue,
-                                       minibatch_smoothness)
+from sklearn_dsparse.blocks import BlockPartition
+from sklearn_dsparse.losses import SQUARED
+from sklearn_dsparse.master import aggregate_message
+from sklearn_dsparse.solvers import SOLVERS
+from sklearn_dsparse.sparsifiers import SPARSIFIERS, Dense, Independent, Shared
+from sklearn_dsparse.step_size import (accelerated_parameters, auto_step_size,
+                                       gram_top_eigenvalue, minibatch_smoothness,
+                                       quadratic_growth_constants)
+from sklearn_dsparse.worker import worker_round
 
 from conftest import load
 
@@ -183,3 +189,105 @@ def test_auto_step_never_diverges_for_other_worker_counts(
     assert_descends(objective_history(
         X, y, loss, solver=solver, batch_size=batch_size, n_workers=n_workers,
         n_blocks=n_blocks, blocks_per_worker=blocks_per_worker, max_iter=8))
+
+
+def _round_estimates(X, Y, c, shard_starts, weights, partition, sparsifier, batch,
+                     W, n_rounds, seed):
+    """A = sum_i w_i M_i of ``n_rounds`` rounds of sgd's estimate at W: the
+    library's own ``worker_round`` and ``aggregate_message``."""
+    n_blocks, starts = partition.n_blocks, partition.starts
+    rngs = [np.random.default_rng([seed, i]) for i in range(len(weights))]
+    u_blocks = sparsifier.draw(rngs, None, n_rounds)
+    u_rows = np.stack([rng.random((n_rounds, batch)) for rng in rngs])
+    selected, touched = np.zeros(n_blocks, bool), np.zeros(n_blocks, bool)
+    block_list = np.empty(n_blocks, np.int64)
+    seen = np.zeros(X.shape[0], bool)
+    rows, estimate = np.empty(batch, np.int64), np.zeros_like(W)
+    values, z, dz = np.empty(W.size), np.empty(1), np.empty(1)
+    empty = np.zeros((0,))
+    out = np.empty((n_rounds, W.size))
+    for r in range(n_rounds):
+        A = np.zeros_like(W)
+        for i, w in enumerate(weights):
+            s, e = shard_starts[i], shard_starts[i + 1]
+            n_sel, _ = worker_round(
+                SOLVERS["asgd"], SQUARED.id, W, X.data, X.indices, X.indptr[s:e + 1],
+                Y[s:e], c[s:e], empty, empty, empty, 0.0, True, False,
+                sparsifier.scale, sparsifier.sends_all, u_blocks[i, r], u_rows[i, r],
+                batch, starts, partition.column_block, selected, block_list, rows,
+                seen, estimate, z, dz, values)
+            aggregate_message(A, touched, block_list, n_sel, starts, values, w)
+        A[~np.repeat(touched, np.diff(starts))] = 0.0  # blocks nobody sent
+        touched[:] = False
+        out[r] = A
+    return out
+
+
+@pytest.mark.parametrize("sparsifier", ["independent", "none"])
+def test_strong_growth_matrix_is_the_second_moment_of_the_round(sparsifier):
+    """E ||A||^2 = e^T M e at y = x* + e on data that interpolate, Monte Carlo
+    on the library's round (4 standard errors), and rho, mu, L its extremes."""
+    rng = np.random.default_rng(3)
+    n_rows, d = 30, 4
+    X = sp.csr_matrix(rng.standard_normal((n_rows, d)) * [1.0, 0.5, 2.0, 0.3])
+    x_star = rng.standard_normal(d + 1)
+    Y = (X @ x_star[:d] + x_star[d])[:, None]
+    c = rng.uniform(0.5, 1.5, n_rows)
+    shard_starts = np.array([0, 8, 19, 30])
+    c *= np.repeat(np.diff(shard_starts) / np.add.reduceat(c, shard_starts[:-1]),
+                   np.diff(shard_starts))
+    weights = np.array([0.2, 0.3, 0.5])
+    partition = BlockPartition(d + 1, 5)
+    sparsif = SPARSIFIERS[sparsifier](5, 2)
+    batch = 3
+    e = rng.standard_normal(d + 1)
+    estimates = _round_estimates(X, Y, c, shard_starts, weights, partition, sparsif,
+                                 batch, x_star + e, 6000, seed=7)
+    squares = np.sum(estimates ** 2, axis=1)
+    # The same M, from the function under test: rho ||H e||^2 bounds it, and
+    # the direction of rho's eigenvector attains it.
+    mu, L, rho = quadratic_growth_constants(X, c, shard_starts, weights, 0.0, True,
+                                            batch, sparsif.scale)
+    Xt = np.hstack([X.toarray(), np.ones((n_rows, 1))])
+    H = sum(w * Xt[s:t].T @ np.diag(c[s:t] / (t - s)) @ Xt[s:t]
+            for w, s, t in zip(weights, shard_starts[:-1], shard_starts[1:]))
+    assert_allclose(np.mean(estimates, axis=0), H @ e, atol=4 * np.sqrt(
+        np.var(estimates, axis=0).max() / len(estimates)))
+    eig = np.linalg.eigvalsh(H)
+    assert_allclose([mu, L], [eig[0], eig[-1]], rtol=1e-10)
+    assert 1.0 < rho and np.mean(squares) <= rho * np.sum((H @ e) ** 2) * 1.01
+    expected = _second_moment(X, c, shard_starts, weights, batch, sparsif.scale, e)
+    assert abs(np.mean(squares) - expected) <= 4 * np.std(squares) / np.sqrt(
+        len(squares))
+
+
+def _second_moment(X, c, shard_starts, weights, batch, scale, e):
+    """e^T M e of ``quadratic_growth_constants``'s docstring, written out with
+    per-row sums (the obvious, slow way)."""
+    Xt = np.hstack([X.toarray(), np.ones((X.shape[0], 1))])
+    H_e = []
+    total = 0.0
+    for w, s, t in zip(weights, shard_starts[:-1], shard_starts[1:]):
+        g_rows = (c[s:t] * (Xt[s:t] @ e))[:, None] * Xt[s:t]  # each row's gradient
+        n = t - s
+        mean = g_rows.mean(axis=0)
+        b = min(batch, n)
+        var = (n - b) / (b * (n - 1)) * np.mean(np.sum((g_rows - mean) ** 2, axis=1))
+        H_e.append(w * mean)
+        total += w * w * (scale * (mean @ mean + var) - mean @ mean)
+    return total + np.sum(np.sum(H_e, axis=0) ** 2)
+
+
+def test_accelerated_parameters_are_nesterovs_without_noise():
+    """At rho = 1 the sequences are Nesterov's constant-momentum method:
+    step 1 / L, momentum (sqrt(kappa) - 1) / (sqrt(kappa) + 1), and the
+    look-ahead adds that momentum times the step (y+ = w+ + m (w+ - w))."""
+    mu, L = 0.01, 4.0
+    step, momentum, lookahead = accelerated_parameters(mu, L, 1.0)
+    root = np.sqrt(L / mu)
+    assert_allclose([step, momentum, lookahead],
+                    [1 / L, (root - 1) / (root + 1), (root - 1) / (root + 1) / L])
+    # With noise the step shrinks by rho and the momentum decays faster.
+    step4, momentum4, _ = accelerated_parameters(mu, L, 4.0)
+    s = np.sqrt(mu / L) / 4
+    assert_allclose([step4, momentum4], [1 / (4 * L), (1 - s) / (1 + s)])

@@ -21,9 +21,14 @@ class Engine:
     def run_epoch(self, n_rounds):
         raise NotImplementedError
 
-    # start() sets self._W (the master's parameters) and self._counters.
+    # start() sets self.problem, self._W (the master's parameters), self._hbar
+    # and self._counters.
     @property
     def coef(self):
+        """The model: W, or for ``solver="asgd"`` the iterate w = W - d, W
+        being the look-ahead point y (``master``)."""
+        if self.problem.accelerated:
+            return self._W - self._hbar
         return self._W
 
     @property

@@ -22,7 +22,7 @@ from .base import Engine
 def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
                 abar, h, shard_starts, weights, l2, l1, fit_intercept,
                 use_control_variates, step, scale, sends_all, starts, column_block,
-                u_blocks, u_rows, batch, counters):
+                u_blocks, u_rows, batch, counters, momentum, lookahead):
     n_workers = weights.shape[0]
     n_blocks = starts.shape[0] - 1
     K = n_outputs(W)
@@ -55,7 +55,7 @@ def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
                               weights[i])
             count_message(counters, n_sel, n_val, n_blocks)
         nb, nv = master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
-                             use_control_variates, cv_fraction)
+                             use_control_variates, cv_fraction, momentum, lookahead)
         count_round(counters, n_workers, nb, nv, n_blocks, W.size)
 
 
@@ -69,7 +69,8 @@ class InProcessEngine(Engine):
         n = pb.n_workers
         saga = pb.solver == SAGA
         cv = pb.use_control_variates
-        hbar = np.zeros((p1, K))
+        # Control variates' mean, or asgd's look-ahead displacement (master.py).
+        hbar = self._hbar = np.zeros((p1, K))
         h = np.zeros((n, p1 if cv else 0, K))
         alpha = np.zeros((pb.Y.shape[0] if saga else 0, K))
         abar = np.zeros((n, p1 if saga else 0, K))
@@ -112,4 +113,4 @@ class InProcessEngine(Engine):
                     pb.use_control_variates, pb.step_size, pb.sparsifier.scale,
                     pb.sparsifier.sends_all, pb.partition.starts,
                     pb.partition.column_block, u_blocks, u_rows, pb.batch_size,
-                    self._counters)
+                    self._counters, pb.momentum, pb.lookahead)

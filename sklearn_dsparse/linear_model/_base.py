@@ -17,6 +17,8 @@ from .._compat import (Interval, StrOptions, _check_feature_names,
 from .._dask_data import DaskData, is_dask_collection
 from .._fit import as_csr_float64, fit_dsparse
 from ._targets import RegressionTargets, TargetSummary
+from ..losses import SQUARED
+from ..step_size import ASGD_MAX_COLUMNS
 
 
 class DistributedSparseMixin:
@@ -28,7 +30,7 @@ class DistributedSparseMixin:
 
     _parameter_constraints = {
         "fit_intercept": ["boolean"],
-        "solver": [StrOptions({"newton", "saga", "sgd", "gd"})],
+        "solver": [StrOptions({"newton", "saga", "sgd", "gd", "asgd"})],
         "n_workers": [Interval(Integral, 1, None, closed="left")],
         "n_blocks": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "blocks_per_worker": [Interval(Integral, 1, None, closed="left"),
@@ -65,6 +67,41 @@ class DistributedSparseMixin:
                     f"{name}={getattr(self, name)!r} applies to solver='saga', 'sgd' "
                     f"or 'gd'; solver='newton' uses every row and a line search. Set "
                     f"{name}='auto', or choose one of those solvers.")
+
+    def _check_asgd(self, loss, penalty, sparsifier, n_columns):
+        """What ``solver="asgd"`` needs (docs/method.md, "Accelerated SGD"), or
+        a ValueError naming the fix."""
+        if self.solver != "asgd":
+            return
+        if not loss.constant_curvature:
+            raise ValueError(
+                f"solver='asgd' sets its momentum from the strong convexity and the "
+                f"strong growth constant of the objective, which it computes exactly "
+                f"for a constant Hessian (the squared loss), not for the {loss.name} "
+                "loss, whose Hessian changes with the coefficients (and which has "
+                "no minimizer at all on separable data at C=np.inf). Use "
+                "solver='sgd', 'saga' or 'newton'.")
+        if penalty.l1 > 0.0:
+            raise ValueError(
+                "solver='asgd' takes no L1 penalty: its accelerated sequences are "
+                "analysed without a proximal step. Set l1_ratio=0, or use "
+                "solver='saga' or 'newton'.")
+        if sparsifier == "shared":
+            raise ValueError(
+                "solver='asgd' is the paper's accelerated SGD with independent "
+                "sparsification; its parameters assume independent masks. Set "
+                "sparsifier='independent' or 'none'.")
+        if self.control_variates is True:
+            raise ValueError(
+                "solver='asgd' runs without control variates: its guarantee is for "
+                "the unbiased estimate of models that interpolate, whose every "
+                "worker's gradient vanishes at the optimum. Set "
+                "control_variates='auto' or False.")
+        if n_columns > ASGD_MAX_COLUMNS:
+            raise ValueError(
+                f"solver='asgd' computes its parameters from d x d matrices, d = "
+                f"n_features + fit_intercept = {n_columns}, at most "
+                f"{ASGD_MAX_COLUMNS}. Use solver='sgd' or 'newton'.")
 
     def _resolve_blocks(self, n_samples, n_columns):
         """(sparsifier, n_blocks, blocks_per_worker) for this data, or a
@@ -166,6 +203,7 @@ class DistributedSparseMixin:
         n_columns = n_features + int(self.fit_intercept)
         self._check_solver_parameters()
         sparsifier, n_blocks, tau = self._resolve_blocks(n_samples, n_columns)
+        self._check_asgd(loss, penalty, sparsifier, n_columns)
         if not isinstance(X, DaskData):
             X, Y = as_csr_float64(X), np.ascontiguousarray(Y, dtype=np.float64)
         n_outputs = X.targets.n_outputs if Y is None else Y.shape[1]

@@ -4,7 +4,7 @@ SHARED_PARAMETERS = """\
     fit_intercept : bool, default=True
         Whether to fit an (unpenalised) intercept.
 
-    solver : {"newton", "saga", "sgd", "gd"}, default="newton"
+    solver : {"newton", "saga", "sgd", "gd", "asgd"}, default="newton"
         "newton" (the default: tens of rounds to the exact optimum): each
         iteration, one round sums the workers' objectives and gradients,
         and one round averages their local Newton directions for a vector
@@ -16,7 +16,15 @@ SHARED_PARAMETERS = """\
         "saga", the minibatch SAGA estimate (with control variates it
         reaches the exact optimum); "sgd", a minibatch stochastic gradient
         (reaches a neighbourhood of the optimum whose size shrinks with the
-        step); "gd", the full local gradient (one round per epoch).
+        step); "gd", the full local gradient (one round per epoch);
+        "asgd", sgd's estimate at the look-ahead point of Nesterov-type
+        sequences (the paper's IASGD, after Vaswani, Bach & Schmidt), for
+        squared-loss models whose data interpolate (``y = X w + b``
+        exactly, ``alpha=0`` or small): momentum and step are set from the
+        exact strong convexity, smoothness and strong growth constant of the
+        round's estimate, it takes no L1 penalty, no control variates and
+        no shared masks, and it gains most with large ``batch_size``
+        (docs/method.md, "Accelerated SGD").
 
     n_workers : int, default=4
         Number of logical workers; the rows are split into this many
@@ -66,7 +74,8 @@ SHARED_PARAMETERS = """\
         is ``batch_size_``.
 
     step_size : float or "auto", default="auto"
-        The master's step for "saga", "sgd" and "gd".  "auto" is the rule of
+        The master's step for "saga", "sgd", "gd" and "asgd" (its eta, from
+        which its momentum follows; "auto": 1 / (rho L)).  "auto" is the rule of
         ``sklearn_dsparse.step_size`` (safe for every loss, solver and
         sparsifier); the value used is ``step_size_``.  "newton" takes its
         steps by line search and accepts only "auto".
