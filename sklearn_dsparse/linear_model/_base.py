@@ -40,7 +40,7 @@ class DistributedSparseMixin:
         "n_blocks": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "blocks_per_worker": [Interval(Integral, 1, None, closed="left"),
                               StrOptions({"auto"})],
-        "sparsifier": [StrOptions({"auto", "independent", "shared", "none"})],
+        "sparsifier": [StrOptions({"auto", "independent", "bernoulli", "shared", "none"})],
         "control_variates": ["boolean", StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "step_size": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
