@@ -65,11 +65,12 @@ objective history costs the driver no pass over the data.
 
 import numpy as np
 
-from .accounting import add_message, add_round
+from .accounting import COUNTERS, add_message, add_round
 from .local_newton import LocalProblem, LocalSolver
 from .sparsifiers import select_blocks
 
 OP_STOP, OP_VALUE_GRADIENT, OP_DIRECTION = 0, 1, 2
+BLOCKS_SENT = COUNTERS.index("blocks_sent")
 #: Pairs (s, y) the master's L-BFGS remembers.
 MEMORY = 10
 #: The damping of the local Hessians, relative to their mean diagonal: where
@@ -392,7 +393,14 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
         pg = pseudo_gradient(G, w, l1, penalised)
         q, alphas = memory.first_loop(pg)
         refresh = iteration & (iteration - 1) == 0  # 1, 2, 4, 8, ...
+        blocks_before = engine.counters[BLOCKS_SENT]
         answer = engine.round(OP_DIRECTION, direction_payload(q, damping, refresh))
+        # Nobody answered (sparsifier="bernoulli": each worker is silent with
+        # probability 1 - p) and no control variates stand in: the average is
+        # zero, no direction.  Ask again, the curvature already taken.
+        while engine.counters[BLOCKS_SENT] == blocks_before and q.any() and \
+                not problem.use_control_variates:
+            answer = engine.round(OP_DIRECTION, direction_payload(q, damping, False))
         direction = project(-memory.second_loop(answer, alphas))
         if l1 > 0.0:
             # Stay in the orthant the pseudo-gradient points into.
