@@ -255,7 +255,8 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
             # An epoch in which no worker sent a block (possible with
             # sparsifier="bernoulli") moved W by hbar alone, or not at all:
             # its change says nothing about convergence.
-            if change <= tol * scale and engine.counters[BLOCKS_SENT] > blocks_before:
+            sent = engine.counters[BLOCKS_SENT] > blocks_before
+            if change <= tol * scale and sent:
                 converged = True
                 break
         W = engine.coef.copy()

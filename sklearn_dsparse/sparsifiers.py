@@ -76,7 +76,8 @@ class Sparsifier:
         raise NotImplementedError
 
     def draw(self, worker_rngs, shared_rng, n_rounds):
-        """Uniforms of shape (n_workers, n_rounds, tau) for the next rounds."""
+        """Uniforms of shape (n_workers, n_rounds, uniforms_per_round) for
+        the next rounds."""
         raise NotImplementedError
 
     def expected_blocks_touched(self, n_workers):

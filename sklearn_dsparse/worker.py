@@ -48,15 +48,16 @@ def emit_message(estimate, h, use_control_variates, block_list, n_selected,
 
 @njit(cache=True)
 def worker_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
-                    l2, fit_intercept, selection, scale, u_blocks, u_rows, batch, starts,
-                    column_block, scratch_selected, block_list, rows, scratch_seen,
-                    estimate, z, dz):
+                    l2, fit_intercept, selection, scale, u_blocks, u_rows, batch,
+                    starts, column_block, scratch_selected, block_list, rows,
+                    scratch_seen, estimate, z, dz):
     """Choose this round's blocks and compute the estimate on them.
 
     ``u_blocks`` and ``u_rows`` are this round's uniforms from the worker's own
-    stream; ``selection`` and ``scale`` are the sparsifier's.  Writes the blocks into ``block_list`` and marks them in
-    ``scratch_selected`` (cleared by the caller once the message is out);
-    returns how many.
+    stream; ``selection`` and ``scale`` are the sparsifier's.  Writes the
+    blocks into ``block_list`` and marks them in ``scratch_selected``
+    (cleared by the caller once the message is out); returns how many,
+    0 when the worker sends nothing this round.
     """
     n_blocks_total = starts.shape[0] - 1
     n_selected = select_blocks(u_blocks, n_blocks_total, selection, scale,
