@@ -22,8 +22,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from . import _lazy
 from ._progress import Progress
-from .accounting import CommunicationStats, History, new_counters
 from ._dask_data import DaskData
+from .accounting import COUNTERS, CommunicationStats, History, new_counters
 from .blocks import BlockPartition
 from .engines import engine_for, round_engine_for
 from .losses import loss_value
@@ -139,6 +139,8 @@ def split_rows(n_samples, n_workers):
     sizes[:extra] += 1
     return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
+
+BLOCKS_SENT = COUNTERS.index("blocks_sent")
 
 #: batch_size="auto" reads at least this many non-zeros per parameter row a round.
 NNZ_PER_PARAMETER_ROW = 2
@@ -278,6 +280,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
         f = f0
         for epoch in range(1, max_iter + 1):
             W_before = engine.coef.copy()
+            blocks_before = engine.counters[BLOCKS_SENT]
             seconds -= time.perf_counter()
             engine.run_epoch(problem.rounds_per_epoch)
             seconds += time.perf_counter()
@@ -289,7 +292,11 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
             scale = max(np.max(np.abs(W)), np.finfo(np.float64).tiny)
             progress.update(epoch, objective_scale * f, engine.counters,
                             f", relative change {change / scale:.3g}")
-            if change <= tol * scale:
+            # An epoch in which no worker sent a block (possible with
+            # sparsifier="bernoulli") moved W by hbar alone, or not at all:
+            # its change says nothing about convergence.
+            sent = engine.counters[BLOCKS_SENT] > blocks_before
+            if change <= tol * scale and sent:
                 converged = True
                 break
         W = engine.coef.copy()

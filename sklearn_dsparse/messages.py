@@ -9,6 +9,11 @@ Wire layout, which every engine counts the same way:
 - the values of those blocks, concatenated, in the model's dtype (float64, in
   the machine's byte order: the nodes of a fit share one architecture).
 
+A message of no blocks (a worker that sends nothing this round, with
+``sparsifier="bernoulli"``; a broadcast when nobody sent) is its header alone,
+no ids and no values: ``HEADER_BYTES``.  The frame's length tells it from a
+message of all m blocks, which has no ids either but m blocks of values.
+
 ``write_header`` (the values follow it, written in place by
 ``worker.emit_message``) and ``read_message`` are that layout in compiled
 code: a real engine moves each message as one frame of exactly these bytes.
@@ -107,7 +112,8 @@ def read_message(frame, starts, n_outputs, all_blocks, ids, values):
     """The blocks and values of the message in the uint8 array ``frame``.
 
     Returns ``(block_ids, n_blocks, values)``: ``all_blocks`` when it carries
-    every block, else the ids decoded into ``ids`` (int32); its values are a
+    every block, else the ids decoded into ``ids`` (int32; none for a frame
+    that is a header alone, the empty message); its values are a
     view of the frame where it is aligned, else a copy in ``values``.  A frame
     whose size or block ids do not agree with the ``starts`` of the blocks
     gives ``n_blocks = -1``: nothing is read past its end.
@@ -118,6 +124,8 @@ def read_message(frame, starts, n_outputs, all_blocks, ids, values):
     if n_ids > n_blocks_total or pos > frame.shape[0]:
         return all_blocks, -1, values[:0]
     n_values = 0
+    if n_ids == 0 and frame.shape[0] == HEADER_BYTES:
+        return ids[:0], 0, values[:0]
     if n_ids == 0:
         block_ids = all_blocks
         n_blocks = n_blocks_total

@@ -65,11 +65,12 @@ objective history costs the driver no pass over the data.
 
 import numpy as np
 
-from .accounting import add_message, add_round
+from .accounting import COUNTERS, add_message, add_round
 from .local_newton import LocalProblem, LocalSolver
-from .sparsifiers import floyd_sample
+from .sparsifiers import select_blocks
 
 OP_STOP, OP_VALUE_GRADIENT, OP_DIRECTION = 0, 1, 2
+BLOCKS_SENT = COUNTERS.index("blocks_sent")
 #: Pairs (s, y) the master's L-BFGS remembers.
 MEMORY = 10
 #: The damping of the local Hessians, relative to their mean diagonal: where
@@ -96,14 +97,16 @@ ARMIJO = 1e-4
 MAX_BACKTRACKS = 40
 
 
-def draw_blocks(rng, n_blocks, blocks_per_worker):
-    """``blocks_per_worker`` distinct blocks, uniformly, in increasing order:
-    ``sparsifiers.floyd_sample`` on the worker's own stream, run as Python
-    (a few blocks: nothing to compile)."""
-    chosen = np.empty(blocks_per_worker, dtype=np.int64)
-    floyd_sample.py_func(rng.random(blocks_per_worker), n_blocks,
-                         np.zeros(n_blocks, dtype=bool), chosen)
-    return np.sort(chosen).astype(np.int32)
+def draw_blocks(rng, sparsifier):
+    """The blocks a worker sends in a round, in increasing order:
+    ``sparsifiers.select_blocks`` on a round's uniforms of the worker's own
+    stream, run as Python (a few blocks: nothing to compile)."""
+    m = sparsifier.n_blocks
+    chosen = np.empty(m, dtype=np.int64)
+    n_sel = select_blocks.py_func(rng.random(sparsifier.uniforms_per_round), m,
+                                  sparsifier.selection, sparsifier.scale,
+                                  np.zeros(m, dtype=bool), chosen)
+    return np.sort(chosen[:n_sel]).astype(np.int32)
 
 
 def direction_payload(q, damping, refresh):
@@ -169,12 +172,11 @@ class NewtonWorkers:
             if sparsifier.sends_all:
                 ids, n_sel, index = self.all_blocks, self.n_blocks, slice(None)
             else:
-                ids = draw_blocks(self.rngs[i], self.n_blocks,
-                                  sparsifier.blocks_per_worker)
+                ids = draw_blocks(self.rngs[i], sparsifier)
                 n_sel = len(ids)
-                index = np.concatenate([np.arange(self.flat_starts[b],
-                                                  self.flat_starts[b + 1])
-                                        for b in ids])
+                index = np.concatenate([np.empty(0, dtype=np.int64)] + [
+                    np.arange(self.flat_starts[b], self.flat_starts[b + 1])
+                    for b in ids])
             values = answer[index]
             if self.h is not None:
                 # Send the change since the last answer on these blocks.
@@ -397,7 +399,14 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
         pg = pseudo_gradient(G, w, l1, penalised)
         q, alphas = memory.first_loop(pg)
         refresh = iteration & (iteration - 1) == 0  # 1, 2, 4, 8, ...
+        blocks_before = engine.counters[BLOCKS_SENT]
         answer = engine.round(OP_DIRECTION, direction_payload(q, damping, refresh))
+        # Nobody answered (sparsifier="bernoulli": each worker is silent with
+        # probability 1 - p) and no control variates stand in: the average is
+        # zero, no direction.  Ask again, the curvature already taken.
+        while engine.counters[BLOCKS_SENT] == blocks_before and q.any() and \
+                not problem.use_control_variates:
+            answer = engine.round(OP_DIRECTION, direction_payload(q, damping, False))
         direction = project(-memory.second_loop(answer, alphas))
         if l1 > 0.0:
             # Stay in the orthant the pseudo-gradient points into.

@@ -114,6 +114,10 @@ def local_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
             for i in range(n_pen, hi - lo):
                 est_b[i] = 0.0
 
+    # A worker that sends nothing (``sparsifier="bernoulli"``) needs no
+    # gradient; saga's table still learns the rows drawn.
+    if n_selected == 0 and solver != SAGA:
+        return
     # One copy of the row loop per solver, each without the others' tests.
     if solver == GD:
         _add_rows(GD, loss_id, W, data, indices, indptr, Y, c, alpha, abar,

@@ -1,10 +1,15 @@
 """Which blocks each worker sends in a round, and by how much they are rescaled.
 
-Three sparsifiers share one interface (docs/method.md, "Baselines"):
+Four sparsifiers share one interface (docs/method.md, "Baselines"):
 
 - ``Independent``: every worker draws its own tau of the m blocks, uniformly
   without replacement, independently of the other workers and of past rounds.
   The method of the library.
+- ``Bernoulli``: every worker sends all m blocks with probability p = tau / m,
+  independently of the other workers and of past rounds, else nothing (the
+  paper's independent Bernoulli compressor, IBGD).  Each block reaches the
+  master with the same probability as with ``Independent``, so the variance
+  and the step rule are the same; the blocks of a message come all or none.
 - ``Shared``: one draw per round that every worker replays (classic parallel
   block coordinate descent): only tau blocks are touched per round.
 - ``Dense``: every worker sends every block (``sparsifier="none"``), i.e.
@@ -13,13 +18,18 @@ Three sparsifiers share one interface (docs/method.md, "Baselines"):
 Messages are rescaled by ``scale = m / tau`` so that the average stays
 unbiased.  Randomness is drawn in NumPy from explicit generators (one stream
 per worker, plus one shared stream) as uniforms; ``select_blocks`` turns a
-round's uniforms into a block set with Floyd's algorithm.  Drawing uniforms
+round's uniforms into a block set, by the sparsifier's ``selection`` rule
+(``SAMPLE``: Floyd's algorithm; ``ALL``; ``ALL_OR_NONE``: all blocks when the
+uniform is below p).  Drawing uniforms
 per epoch in NumPy and selecting in compiled code keeps the result independent
 of the engine that runs the workers.
 """
 
 import numpy as np
 from numba import njit
+
+#: How ``select_blocks`` turns a worker's uniforms of a round into its blocks.
+SAMPLE, ALL, ALL_OR_NONE = 0, 1, 2
 
 
 class Sparsifier:
@@ -28,6 +38,8 @@ class Sparsifier:
     name = None
     #: True when every worker sends all m blocks (no uniforms are drawn).
     sends_all = False
+    #: The rule of ``select_blocks``.
+    selection = SAMPLE
 
     def __init__(self, n_blocks, blocks_per_worker):
         if not 1 <= blocks_per_worker <= n_blocks:
@@ -48,13 +60,24 @@ class Sparsifier:
         """Variance factor of the compressor: m / tau - 1."""
         return self.scale - 1.0
 
+    @property
+    def uniforms_per_round(self):
+        """Uniforms a worker draws per round (the last axis of ``draw``)."""
+        return self.blocks_per_worker
+
+    @property
+    def max_blocks_sent(self):
+        """The most blocks one message carries."""
+        return self.blocks_per_worker
+
     def step_smoothness(self, L_F, s2, L_b):
         """The smoothness the step rule divides by (``step_size.py``): dense
         averaging's ``L_F + s2 L_b``, as this compression inflates it."""
         raise NotImplementedError
 
     def draw(self, worker_rngs, shared_rng, n_rounds):
-        """Uniforms of shape (n_workers, n_rounds, tau) for the next rounds."""
+        """Uniforms of shape (n_workers, n_rounds, uniforms_per_round) for
+        the next rounds."""
         raise NotImplementedError
 
     def expected_blocks_touched(self, n_workers):
@@ -85,6 +108,35 @@ class Independent(Sparsifier):
         return self.n_blocks * (1.0 - (1.0 - p) ** n_workers)
 
 
+class Bernoulli(Independent):
+    """All m blocks with probability p = tau / m, else none (IBGD).
+
+    A block is sent with probability p, independently across workers and
+    rounds, as with ``Independent``: only the correlation of blocks within
+    one message differs, and neither the variance omega sum_i w_i^2 ||d_i||^2
+    (a sum of squares, coordinate by coordinate) nor the blocks touched
+    depend on it.  The step rule is therefore ``Independent``'s, whose
+    stability limit was measured on this very round (one block sent with
+    probability p, ``benchmarks/study_step_stability.py``).  A worker that
+    sends nothing still sends its header (16 bytes): the synchronous master
+    waits for every worker.
+    """
+
+    name = "bernoulli"
+    selection = ALL_OR_NONE
+
+    @property
+    def uniforms_per_round(self):
+        return 1
+
+    @property
+    def max_blocks_sent(self):
+        return self.n_blocks
+
+    def draw(self, worker_rngs, shared_rng, n_rounds):
+        return np.stack([rng.random((n_rounds, 1)) for rng in worker_rngs])
+
+
 class Shared(Sparsifier):
     name = "shared"
 
@@ -103,9 +155,14 @@ class Shared(Sparsifier):
 class Dense(Sparsifier):
     name = "none"
     sends_all = True
+    selection = ALL
 
     def __init__(self, n_blocks, blocks_per_worker=None):
         super().__init__(n_blocks, n_blocks)
+
+    @property
+    def uniforms_per_round(self):
+        return 0
 
     def step_smoothness(self, L_F, s2, L_b):
         return L_F + s2 * L_b
@@ -117,7 +174,7 @@ class Dense(Sparsifier):
         return float(self.n_blocks)
 
 
-SPARSIFIERS = {cls.name: cls for cls in (Independent, Shared, Dense)}
+SPARSIFIERS = {cls.name: cls for cls in (Independent, Bernoulli, Shared, Dense)}
 
 
 @njit(cache=True)
@@ -142,9 +199,13 @@ def floyd_sample(u, n_total, seen, out):
 
 
 @njit(cache=True)
-def select_blocks(u, n_blocks, sends_all, selected, block_list):
-    """Fill ``block_list`` (length tau) and mark ``selected``; return tau."""
-    if sends_all:
+def select_blocks(u, n_blocks, selection, scale, selected, block_list):
+    """Fill ``block_list`` with the round's blocks (by the ``selection`` rule
+    of the sparsifier, whose ``scale`` is m / tau), mark them in
+    ``selected`` and return how many."""
+    if selection == ALL_OR_NONE and u[0] * scale >= 1.0:  # P(u < tau / m) = p
+        return 0
+    if selection != SAMPLE:
         for b in range(n_blocks):
             block_list[b] = b
             selected[b] = True

@@ -8,7 +8,7 @@ one worker's estimate (the largest over workers).  The rule is
 (``Sparsifier.step_smoothness``),
 
 - none:        ``L_eff = L_F + s2 L_b``
-- independent: ``L_eff = max(L_F + s2 L_b, L_F / 2 + omega s2 L_b)``
+- independent, bernoulli: ``L_eff = max(L_F + s2 L_b, L_F / 2 + omega s2 L_b)``
 - shared:      ``L_eff = (1 + omega) (L_F + s2 L_b)``
 
 Dense averaging's term is the first specification's (docs/method.md, "Step

@@ -48,18 +48,19 @@ def emit_message(estimate, h, use_control_variates, block_list, n_selected,
 
 @njit(cache=True)
 def worker_estimate(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar,
-                    l2, fit_intercept, sends_all, u_blocks, u_rows, batch, starts,
-                    column_block, scratch_selected, block_list, rows, scratch_seen,
-                    estimate, z, dz):
+                    l2, fit_intercept, selection, scale, u_blocks, u_rows, batch,
+                    starts, column_block, scratch_selected, block_list, rows,
+                    scratch_seen, estimate, z, dz):
     """Choose this round's blocks and compute the estimate on them.
 
     ``u_blocks`` and ``u_rows`` are this round's uniforms from the worker's own
-    stream.  Writes the blocks into ``block_list`` and marks them in
-    ``scratch_selected`` (cleared by the caller once the message is out);
-    returns how many.
+    stream; ``selection`` and ``scale`` are the sparsifier's.  Writes the
+    blocks into ``block_list`` and marks them in ``scratch_selected``
+    (cleared by the caller once the message is out); returns how many,
+    0 when the worker sends nothing this round.
     """
     n_blocks_total = starts.shape[0] - 1
-    n_selected = select_blocks(u_blocks, n_blocks_total, sends_all,
+    n_selected = select_blocks(u_blocks, n_blocks_total, selection, scale,
                                scratch_selected, block_list)
     n_rows = Y.shape[0]
     b = min(batch, n_rows)
@@ -82,7 +83,7 @@ def message_values(block_list, n_selected, starts, n_outputs):
 
 @njit(cache=True)
 def worker_round(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar, h,
-                 l2, fit_intercept, use_control_variates, scale, sends_all,
+                 l2, fit_intercept, use_control_variates, scale, selection,
                  u_blocks, u_rows, batch, starts, column_block, scratch_selected,
                  block_list, rows, scratch_seen, estimate, z, dz, values):
     """One worker's round on its shard (rows of ``data/indices/indptr``, Y, c).
@@ -93,7 +94,7 @@ def worker_round(solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar, h
     """
     n_selected = worker_estimate(
         solver, loss_id, W, data, indices, indptr, Y, c, alpha, abar, l2,
-        fit_intercept, sends_all, u_blocks, u_rows, batch, starts, column_block,
+        fit_intercept, selection, scale, u_blocks, u_rows, batch, starts, column_block,
         scratch_selected, block_list, rows, scratch_seen, estimate, z, dz)
     n_values = emit_message(estimate, h, use_control_variates, block_list,
                             n_selected, starts, scale, values)

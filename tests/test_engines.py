@@ -80,7 +80,7 @@ def test_loky_processes_give_the_in_process_model_bitwise(solver, kind, layout,
 
 
 @pytest.mark.parametrize("solver", ["gd", "saga"])
-@pytest.mark.parametrize("sparsifier", ["shared", "none"])
+@pytest.mark.parametrize("sparsifier", ["shared", "none", "bernoulli"])
 def test_loky_draws_as_the_in_process_engine_for_every_sparsifier(solver, sparsifier):
     # gd tasks draw the uniforms of many epochs at once, from the same streams.
     X, y = data("classifier", "sparse")
@@ -90,6 +90,20 @@ def test_loky_draws_as_the_in_process_engine_for_every_sparsifier(solver, sparsi
     remote = fit("classifier", X, y, n_jobs=2, **params)
     assert_array_equal(remote.coef_, local.coef_)
     assert_array_equal(remote.intercept_, local.intercept_)
+    for key in ("rounds", "uplink_bytes", "downlink_bytes", "blocks_sent"):
+        assert remote.communication_[key] == local.communication_[key]
+    assert remote.communication_["wire_uplink_payload_bytes"] == \
+        local.communication_["uplink_bytes"]
+    if sparsifier == "bernoulli":
+        # Some workers sent nothing (their header), and some rounds nobody
+        # did (a broadcast of no blocks): both travel and are counted.
+        comm, full = local.communication_, 16 + 8 * (X.shape[1] + 1)
+        sent, messages = comm["blocks_sent"] // 8, comm["rounds"] * 7
+        assert 0 < sent < messages
+        assert comm["uplink_bytes"] == sent * full + (messages - sent) * 16
+        n_empty, rest = divmod(messages * full - comm["downlink_bytes"],
+                               7 * (full - 16))
+        assert rest == 0 and 0 < n_empty < comm["rounds"]
 
 
 @pytest.mark.parametrize("control_variates", [True, False])
@@ -464,7 +478,7 @@ def newton_fit(kind, X, y, **params):
 @pytest.mark.parametrize("n_workers", [2, 7, 32])
 @pytest.mark.parametrize("layout", ["sparse", "dense"])
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
-@pytest.mark.parametrize("sparsifier", ["none", "independent"])
+@pytest.mark.parametrize("sparsifier", ["none", "independent", "bernoulli"])
 def test_loky_newton_gives_the_in_process_model_bitwise(sparsifier, kind, layout,
                                                         n_workers):
     X, y = data(kind, layout)
@@ -476,6 +490,8 @@ def test_loky_newton_gives_the_in_process_model_bitwise(sparsifier, kind, layout
     assert np.any(local.coef_ != 0)
     for key in ("rounds", "uplink_bytes", "downlink_bytes", "blocks_sent"):
         assert remote.communication_[key] == local.communication_[key]
+    assert remote.communication_["wire_uplink_payload_bytes"] == \
+        local.communication_["uplink_bytes"]
     assert_array_equal(remote.history_["objective"], local.history_["objective"])
 
 

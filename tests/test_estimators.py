@@ -260,6 +260,8 @@ def _regression(n_samples=60, n_features=4):
      "no L1 penalty"),
     (lambda: (DistributedSparseRidge(solver="asgd", sparsifier="shared"),
               _regression()), "independent sparsification"),
+    (lambda: (DistributedSparseRidge(solver="asgd", sparsifier="bernoulli"),
+              _regression()), "not sparsifier='bernoulli'"),
     (lambda: (DistributedSparseRidge(solver="asgd", control_variates=True),
               _regression()), "without control variates"),
     # More features than rows and no penalty: F is not strongly convex.

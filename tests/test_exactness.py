@@ -11,12 +11,14 @@ exact: newton-cholesky at tol=1e-12 for logistic regression (lbfgs is off by up
 to 6e-5), the closed form for ridge, coordinate descent at tol=1e-14 for the
 elastic net.  C and alpha are chosen so that "gd" converges in a few thousand
 rounds (it needs L_F / lambda below ~50); "saga" is tested at batch 1 and a
-weaker penalty.
+weaker penalty.  sparsifier="bernoulli" (each worker sends everything with
+probability tau / m, else nothing) reaches the same optimum, with every solver.
 """
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import ElasticNet, LinearRegression, LogisticRegression
 
 from sklearn_dsparse import (DistributedSparseElasticNet,
@@ -156,3 +158,45 @@ def test_asgd_needs_fewer_rounds_than_sgd_at_the_same_bytes():
     sgd_rounds, sgd_bytes = rounds_to_target("sgd", 1200)
     assert asgd_bytes == sgd_bytes  # per round: the same blocks, the same bytes
     assert asgd_rounds < 300 and sgd_rounds > 4 * asgd_rounds
+
+
+@pytest.mark.parametrize("solver, name, n_workers", [
+    ("gd", "binary", 16), ("gd", "elastic_net", 4), ("saga", "ridge", 4),
+    ("saga", "elastic_net", 16)])
+def test_bernoulli_matches_scikit_learn_optimum(solver, name, n_workers):
+    X, y, est, (coef, intercept) = problem(name, solver)
+    n_columns = X.shape[1] + 1
+    est.set_params(solver=solver, n_workers=n_workers, n_blocks=n_columns,
+                   sparsifier="bernoulli", batch_size=1, tol=1e-8, max_iter=20_000,
+                   random_state=0).fit(X, y)
+    assert est.n_iter_ < 20_000
+    assert relative_error(est, coef, intercept) <= 1e-4
+    # p = tau / m of the messages carry the whole model (16 + 8P bytes), the
+    # others their header: about a fraction p of the dense uplink.
+    p = est.blocks_per_worker_ / n_columns
+    assert p < 0.3
+    assert est.communication_["uplink_ratio"] < 1.5 * p + 16 / (16 + 8 * coef.size)
+
+
+@pytest.mark.parametrize("name", ["binary", "multinomial", "ridge"])
+def test_newton_with_bernoulli_directions_matches_scikit_learn_optimum(name):
+    # Each direction round, a worker answers with probability 1/4; a round
+    # nobody answers is asked again (its zero average is no direction).
+    X, y, est, (coef, intercept) = problem(name, "newton")
+    est.set_params(tol=1e-7, random_state=0, n_workers=4, n_blocks=X.shape[1] + 1,
+                   sparsifier="bernoulli").fit(X, y)
+    assert est.n_iter_ < est.max_iter
+    assert relative_error(est, coef, intercept) <= 1e-4
+
+
+def test_an_epoch_nobody_sent_in_does_not_stop_the_fit():
+    # gd, 7 workers each sending with probability 1/8: about 40% of the
+    # rounds carry no block, and the first leaves W at zero, which the
+    # relative change (0 <= tol * scale) alone would call converged.
+    X, y, est, _ = problem("ridge", "gd")
+    with pytest.warns(ConvergenceWarning):
+        est.set_params(solver="gd", sparsifier="bernoulli", n_workers=7, n_blocks=8,
+                       tol=0, max_iter=20, random_state=0).fit(X, y)
+    assert est.n_iter_ == 20
+    objective = est.history_["objective"]
+    assert np.sum(np.diff(objective) == 0) > 0  # some epochs moved nothing

@@ -5,7 +5,9 @@ one 32-bit id per block (none when all m blocks are sent, their order is then
 implied) and its values at the dtype's itemsize.  The in-process engine counts
 per round (engines/inprocess.py):
 
-- uplink: every worker's message, ``message_nbytes(tau, n_values, m)``;
+- uplink: every worker's message, ``message_nbytes(tau, n_values, m)``; with
+  ``sparsifier="bernoulli"`` a worker's message is all m blocks (no ids) or,
+  when it sends nothing, its header alone;
 - downlink: the aggregated message (the union of the blocks the workers
   sent), counted once per receiving worker;
 - dense uplink: what ``sparsifier="none"`` would have sent, n dense messages.
@@ -26,7 +28,7 @@ from sklearn_dsparse.blocks import BlockPartition
 from sklearn_dsparse.messages import (BLOCK_ID_BYTES, HEADER_BYTES, Message,
                                       message_nbytes, read_header, read_message,
                                       write_header)
-from sklearn_dsparse.sparsifiers import (SPARSIFIERS, Independent,
+from sklearn_dsparse.sparsifiers import (SAMPLE, SPARSIFIERS, Independent,
                                          select_blocks)
 
 N_WORKERS, N_BLOCKS, TAU, MAX_ITER = 16, 64, 4, 3
@@ -134,10 +136,11 @@ def _fitted(data, n_features, name):
     return _FITS[key]
 
 
-def _replay_bytes(u, partition, n_outputs=1):
+def _replay_bytes(u, partition, n_outputs=1, name="independent"):
     """Uplink, downlink and per-round union sizes from the drawn uniforms, using
     the library's select_blocks and message_nbytes."""
     m = partition.n_blocks
+    sparsifier = SPARSIFIERS[name](m, TAU)
     sizes = partition.sizes
     selected = np.zeros(m, dtype=np.bool_)
     block_list = np.empty(m, dtype=np.int64)
@@ -146,10 +149,12 @@ def _replay_bytes(u, partition, n_outputs=1):
     for r in range(u.shape[1]):
         union = np.zeros(m, dtype=bool)
         for i in range(u.shape[0]):
-            n_sel = select_blocks(u[i, r], m, False, selected, block_list)
+            n_sel = select_blocks(u[i, r], m, sparsifier.selection, sparsifier.scale,
+                                  selected, block_list)
             blocks = block_list[:n_sel].copy()
             selected[blocks] = False
-            assert len(set(blocks.tolist())) == n_sel == TAU
+            assert len(set(blocks.tolist())) == n_sel
+            assert n_sel == TAU if sparsifier.selection == SAMPLE else n_sel in (0, m)
             uplink += message_nbytes(n_sel, int(sizes[blocks].sum()) * n_outputs, m, 8)
             union[blocks] = True
         nb = int(union.sum())
@@ -258,6 +263,53 @@ def test_fit_accounting_shared(data):
     assert comm["uplink_bytes"] == uplink and comm["downlink_bytes"] == downlink
 
 
+def test_fit_accounting_bernoulli(data):
+    # Each worker sends all 64 blocks (no ids) with probability p = tau / m,
+    # else its 16-byte header: with S messages sent over the rounds,
+    # uplink = S (16 + 8 P) + (rounds n - S) 16, exactly.
+    est, u = _fitted(data, 300, "bernoulli")
+    comm, rounds = _check_common(est, 300)
+    assert u.shape == (N_WORKERS, rounds, 1)
+    sends = u[:, :, 0] < TAU / N_BLOCKS
+    S = int(sends.sum())
+    dense_msg = HEADER_BYTES + 8 * 300
+    assert comm["uplink_bytes"] == S * dense_msg + (rounds * N_WORKERS - S) * 16
+    assert comm["blocks_sent"] == S * N_BLOCKS
+    # The broadcast is every block when anyone sent, else a header.
+    anyone = sends.any(axis=0)
+    assert comm["downlink_bytes"] == N_WORKERS * int(
+        np.sum(np.where(anyone, dense_msg, HEADER_BYTES)))
+    assert _replay_bytes(u, BlockPartition(300, N_BLOCKS), name="bernoulli")[:2] == \
+        (comm["uplink_bytes"], comm["downlink_bytes"])
+
+
+def test_bernoulli_uplink_matches_its_expectation():
+    # E[uplink per round] = n (16 + p 8 P): each of the n workers sends its
+    # 8P bytes of values with probability p.  400 rounds of 16 workers: the
+    # number of messages sent is Binomial(6400, 1/16), 5 sigma = 97 of 400.
+    X, y = make_classification(n_samples=64, n_features=31, random_state=0)
+    n_rounds, p = 400, TAU / N_BLOCKS
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = DistributedSparseLogisticRegression(
+            solver="gd", n_workers=N_WORKERS, n_blocks=N_BLOCKS // 2,
+            blocks_per_worker=TAU // 2, sparsifier="bernoulli", max_iter=n_rounds,
+            tol=0, random_state=0).fit(X, y)
+    comm = est.communication_
+    P = 32  # 31 features and the intercept
+    trials = n_rounds * N_WORKERS
+    expected = trials * (HEADER_BYTES + p * 8 * P)
+    sigma = 8 * P * np.sqrt(trials * p * (1 - p))
+    assert abs(comm["uplink_bytes"] - expected) <= 5 * sigma
+    assert comm["uplink_ratio"] == pytest.approx(
+        (HEADER_BYTES + p * 8 * P) / (HEADER_BYTES + 8 * P),
+        abs=5 * sigma / comm["dense_uplink_bytes"])
+    # and the count itself is a whole number of full and empty messages
+    senders = (comm["uplink_bytes"] - trials * HEADER_BYTES) // (8 * P)
+    assert comm["uplink_bytes"] == trials * HEADER_BYTES + senders * 8 * P
+    assert comm["blocks_sent"] == senders * N_BLOCKS // 2
+
+
 # --------------------------------------------------------------------------
 # The compiled codec the real engines send messages with
 # --------------------------------------------------------------------------
@@ -306,6 +358,23 @@ def test_write_then_read_message(block_ids, n_outputs, offset):
     aligned = frame[16 + 4 * n_ids:].ctypes.data % 8 == 0
     assert np.shares_memory(got_values, frame) == aligned
     assert np.shares_memory(got_values, values_scratch) == (not aligned)
+
+
+def test_the_empty_message_is_its_header():
+    # A worker that sends nothing (sparsifier="bernoulli"), or a broadcast
+    # nobody contributed to: no ids, no values, read as zero blocks, while
+    # a message of every block has no ids either but all the values.
+    partition = BlockPartition(47, 10)
+    frame, values = _encoded(partition, [], 1, 0)
+    assert values.size == 0 and frame.size == HEADER_BYTES == message_nbytes(0, 0, 10)
+    assert frame.tobytes() == struct.pack("<IIQ", 3, 0, 7)
+    scratch = (np.arange(10, dtype=np.int32), np.empty(10, np.int32), np.empty(48))
+    ids, n_blocks, got = read_message(frame, partition.starts, 1, *scratch)
+    assert n_blocks == 0 and got.size == 0
+    full, values = _encoded(partition, list(range(10)), 1, 0)
+    ids, n_blocks, got = read_message(full, partition.starts, 1, *scratch)
+    assert n_blocks == 10
+    assert_array_equal(got, values)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "longer", "unknown block",

@@ -17,7 +17,7 @@ from sklearn_dsparse.messages import HEADER_BYTES
 from sklearn_dsparse.newton import (OP_DIRECTION, OP_VALUE_GRADIENT, NewtonMaster,
                                     NewtonWorkers, direction_payload, draw_blocks,
                                     pseudo_gradient, worker_spec)
-from sklearn_dsparse.sparsifiers import Dense, Independent
+from sklearn_dsparse.sparsifiers import SPARSIFIERS, Dense, Independent
 
 from conftest import load
 
@@ -129,16 +129,21 @@ def test_direct_or_iterative_by_their_cost():
     assert not LocalSolver(pb).direct  # a 5001^2 Hessian is never formed
 
 
-def test_block_draws_are_uniform_distinct_and_sorted():
+@pytest.mark.parametrize("name", ["independent", "bernoulli"])
+def test_block_draws_are_uniform_distinct_and_sorted(name):
     rng = np.random.default_rng(0)
     counts = np.zeros(7)
     n_draws = 20000
+    sizes = set()
     for _ in range(n_draws):
-        ids = draw_blocks(rng, 7, 3)
-        assert len(ids) == 3 and np.all(np.diff(ids) > 0)
+        ids = draw_blocks(rng, SPARSIFIERS[name](7, 3))
+        sizes.add(len(ids))
+        assert np.all(np.diff(ids) > 0)
         counts[ids] += 1
-    # each block is sent with probability 3/7
-    assert_allclose(counts / n_draws, 3 / 7, atol=0.015)
+    # 3 blocks each time, or (bernoulli) all 7 or none
+    assert sizes == ({3} if name == "independent" else {0, 7})
+    # each block is sent with probability 3/7 (5 sigma: 0.0175)
+    assert_allclose(counts / n_draws, 3 / 7, atol=0.0175)
 
 
 def test_pseudo_gradient_is_the_minimum_norm_subgradient():

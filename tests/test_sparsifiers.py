@@ -5,7 +5,7 @@ One trial is one synchronous round built from the library's own parts:
 - ``SPARSIFIERS[name](m, tau).draw(worker_rngs, shared_rng, n_rounds)`` draws the
   uniforms of every worker for all the rounds at once;
 - ``sparsifiers.select_blocks`` turns a worker's uniforms of a round into its
-  block set U_i;
+  block set U_i (tau sampled blocks; for "bernoulli" all m or none);
 - ``worker.emit_message`` packs (m / tau) (g_i - h_i) on U_i;
 - ``master.aggregate_message`` adds w_i M_i into A.
 
@@ -17,9 +17,13 @@ d_i = g_i - h_i (d_i = g_i without control variates):
 - E[ghat] = gbar;
 - E||ghat - gbar||^2 = omega sum_i w_i^2 ||d_i||^2 (independent masks),
   omega ||sum_i w_i d_i||^2 (shared masks);
-- shared masks touch tau blocks a round, independent ones
-  m (1 - (1 - tau/m)^n) in expectation;
+- shared masks touch tau blocks a round, independent ones (sampled or
+  Bernoulli) m (1 - (1 - tau/m)^n) in expectation;
 - every worker sends every block with probability tau / m.
+
+"bernoulli" (IBGD) has the independent formulas: a block reaches the master
+with probability tau / m independently across workers, and the squared error
+is a sum over coordinates, blind to how one message's blocks are correlated.
 
 Every tolerance is a 5-sigma bound computed from a known (or, for the squared
 error, measured) variance, so a correct library fails with probability of order
@@ -38,8 +42,9 @@ from scipy import stats
 
 from sklearn_dsparse.blocks import BlockPartition
 from sklearn_dsparse.master import aggregate_message
-from sklearn_dsparse.sparsifiers import (SPARSIFIERS, Dense, Independent, Shared,
-                                         floyd_sample, select_blocks)
+from sklearn_dsparse.sparsifiers import (ALL, SAMPLE, SPARSIFIERS, Bernoulli, Dense,
+                                         Independent, Shared, floyd_sample,
+                                         select_blocks)
 from sklearn_dsparse.worker import emit_message
 
 N_SIGMA = 5.0
@@ -51,7 +56,7 @@ N_TRIALS = 40_000
 # --------------------------------------------------------------------------
 
 @njit(cache=False)
-def _run_trials(u, g, h, w, use_cv, sends_all, starts, scale, gbar, hbar):
+def _run_trials(u, g, h, w, use_cv, selection, starts, scale, gbar, hbar):
     """Run u.shape[1] independent rounds from the same (g_i, h_i).
 
     Returns the sum over rounds of ghat - gbar, the squared error of every
@@ -76,7 +81,8 @@ def _run_trials(u, g, h, w, use_cv, sends_all, starts, scale, gbar, hbar):
     for r in range(n_rounds):
         A[:] = 0.0
         for i in range(n_workers):
-            n_sel = select_blocks(u[i, r], n_blocks, sends_all, selected, block_list)
+            n_sel = select_blocks(u[i, r], n_blocks, selection, scale, selected,
+                                  block_list)
             h_i[:] = h[i]  # emit_message overwrites h_i with control variates
             n_values[i, r] = emit_message(g[i], h_i, use_cv, block_list, n_sel,
                                           starts, scale, values)
@@ -171,17 +177,16 @@ def _monte_carlo(name, partition, use_cv, n_trials=N_TRIALS, seed=2024):
     sparsifier = SPARSIFIERS[name](n_blocks, cfg["tau"])
     worker_rngs, shared_rng = _streams(seed, cfg["n_workers"])
     u = sparsifier.draw(worker_rngs, shared_rng, n_trials)
-    assert u.shape == (cfg["n_workers"], n_trials,
-                       0 if sparsifier.sends_all else cfg["tau"])
+    assert u.shape == (cfg["n_workers"], n_trials, sparsifier.uniforms_per_round)
     gbar = np.einsum("i,ick->ck", w, g)
     hbar = np.einsum("i,ick->ck", w, h)
-    out = _run_trials(u, g, h, w, use_cv, sparsifier.sends_all, starts,
+    out = _run_trials(u, g, h, w, use_cv, sparsifier.selection, starts,
                       sparsifier.scale, gbar, hbar)
     return sparsifier, out
 
 
 CASES = [(name, partition, use_cv)
-         for name in ("independent", "shared")
+         for name in ("independent", "bernoulli", "shared")
          for partition in PARTITIONS
          for use_cv in (False, True)]
 
@@ -224,7 +229,7 @@ def test_variance(name, partition, use_cv):
         f"E||ghat - gbar||^2: measured {mean:.6g}, docs/method.md {expected:.6g} "
         f"({(mean - expected) / expected:+.2%}, tolerance {tol / expected:.2%})")
     # The other mask's formula must be rejected by the same test.
-    other = SPARSIFIERS["shared" if name == "independent" else "independent"](
+    other = SPARSIFIERS["independent" if name == "shared" else "shared"](
         sparsifier.n_blocks, sparsifier.blocks_per_worker)
     _, wrong = _expected_moments(other, g, h, w, use_cv)
     assert abs(mean - wrong) > 10 * tol
@@ -287,6 +292,9 @@ def test_expected_blocks_touched_of_every_sparsifier():
         64 * (1 - (60 / 64) ** 16))
     assert Independent(64, 4).expected_blocks_touched(1) == pytest.approx(4)
     assert Independent(10, 10).expected_blocks_touched(3) == pytest.approx(10)
+    assert Bernoulli(64, 4).expected_blocks_touched(16) == pytest.approx(
+        64 * (1 - (60 / 64) ** 16))
+    assert Bernoulli(10, 10).expected_blocks_touched(3) == pytest.approx(10)
     assert Shared(64, 4).expected_blocks_touched(16) == 4
     assert Dense(64).expected_blocks_touched(16) == 64
 
@@ -327,6 +335,61 @@ def test_independent_workers_overlap_like_independent_draws(partition):
     # and a worker's consecutive rounds are independent too
     lag = _popcount(masks[0, 1:] & masks[0, :-1])
     assert abs(lag.mean() - mean) <= N_SIGMA * np.sqrt(var / (T - 1))
+
+
+@pytest.mark.parametrize("partition", list(PARTITIONS))
+def test_bernoulli_sends_all_or_nothing_independently(partition):
+    sparsifier, (_, _, n_touched, masks, n_values) = _monte_carlo(
+        "bernoulli", partition, True)
+    m, tau = sparsifier.n_blocks, sparsifier.blocks_per_worker
+    p = tau / m
+    n_workers, T = masks.shape
+    every = (np.int64(1) << m) - 1
+    sends = masks == every
+    assert np.all(sends | (masks == 0))  # a whole message or nothing
+    sizes = np.diff(PARTITIONS[partition]["starts"]) * PARTITIONS[partition]["K"]
+    np.testing.assert_array_equal(n_values, np.where(sends, sizes.sum(), 0))
+    # each worker sends in Binomial(T, p) of the rounds ...
+    assert np.max(np.abs(sends.sum(axis=1) - T * p)) <= N_SIGMA * np.sqrt(
+        T * p * (1 - p))
+    # ... independently of the others (both send with probability p^2) and of
+    # its own last round
+    for both in (sends[0] & sends[1], sends[0, 1:] & sends[0, :-1]):
+        assert abs(both.mean() - p * p) <= N_SIGMA * np.sqrt(p * p * (1 - p * p)
+                                                             / both.size)
+    # The round touches every block when anyone sends, else none.
+    anyone = sends.any(axis=0)
+    np.testing.assert_array_equal(n_touched, np.where(anyone, m, 0))
+    q = 1 - (1 - p) ** n_workers
+    assert sparsifier.expected_blocks_touched(n_workers) == pytest.approx(m * q,
+                                                                          rel=1e-12)
+    assert abs(anyone.mean() - q) <= N_SIGMA * np.sqrt(q * (1 - q) / T)
+
+
+def test_bernoulli_second_moment_of_one_message():
+    # One worker, h = 0: C(x) = x / p or 0, so E||C(x)||^2 = (1 + omega) ||x||^2
+    # with omega = 1 / p - 1 (the compressor's variance factor).
+    starts = PARTITIONS["uneven"]["starts"]
+    m = len(starts) - 1
+    g, _, _ = _problem("uneven")
+    x = g[:1]
+    sparsifier = Bernoulli(m, 3)
+    p = 3 / m
+    assert sparsifier.omega == pytest.approx(1 / p - 1, rel=1e-15)
+    u = sparsifier.draw(*_streams(8, 1), N_TRIALS)
+    zero = np.zeros_like(x[0])
+    err_sum, sq_err, *_ = _run_trials(u, x, np.zeros_like(x), np.ones(1), False,
+                                      sparsifier.selection, starts,
+                                      sparsifier.scale, zero, zero)
+    norm2 = float(np.sum(x ** 2))
+    # ||C(x)||^2 is norm2 / p^2 with probability p, else 0: its variance is
+    # norm2^2 (1 / p^3 - 1 / p^2) ...
+    bound = N_SIGMA * norm2 * np.sqrt((1 / p ** 3 - 1 / p ** 2) / N_TRIALS)
+    assert abs(sq_err.mean() - (1 + sparsifier.omega) * norm2) <= bound
+    # ... and each coordinate of C(x) has variance omega x^2 around x.
+    mean_err = err_sum / N_TRIALS - x[0]  # err_sum sums C(x) - 0
+    coord_bound = N_SIGMA * np.sqrt(sparsifier.omega * x[0] ** 2 / N_TRIALS)
+    assert np.all(np.abs(mean_err) <= coord_bound + 1e-12 * np.abs(x).max())
 
 
 @pytest.mark.parametrize("n_total, t", [(5, 2), (6, 3), (4, 1), (4, 4)])
@@ -386,7 +449,7 @@ def test_dense_gives_the_exact_average(partition, use_cv):
     values = np.empty(g[0].size)
     A = np.zeros_like(g[0])
     for i in range(n_workers):
-        n_sel = select_blocks(u[i, 0], m, True, selected, block_list)
+        n_sel = select_blocks(u[i, 0], m, ALL, 1.0, selected, block_list)
         assert n_sel == m
         np.testing.assert_array_equal(block_list, np.arange(m))
         h_i = h[i].copy()
@@ -417,7 +480,7 @@ def test_independent_with_all_blocks_is_exact_every_round():
     u = sparsifier.draw(worker_rngs, shared_rng, 50)
     gbar = np.einsum("i,ick->ck", w, g)
     hbar = np.einsum("i,ick->ck", w, h)
-    _, sq_err, n_touched, _, _ = _run_trials(u, g, h, w, True, False, starts, 1.0,
+    _, sq_err, n_touched, _, _ = _run_trials(u, g, h, w, True, SAMPLE, starts, 1.0,
                                              gbar, hbar)
     assert np.all(n_touched == m)
     assert np.all(sq_err <= 1e-24 * np.sum(gbar ** 2))
@@ -435,7 +498,7 @@ def test_control_variates_update_only_the_sent_blocks():
     selected = np.zeros(m, dtype=np.bool_)
     block_list = np.empty(m, dtype=np.int64)
     values = np.empty(g[0].size)
-    n_sel = select_blocks(u[0, 0], m, False, selected, block_list)
+    n_sel = select_blocks(u[0, 0], m, SAMPLE, sparsifier.scale, selected, block_list)
     h_i = h[0].copy()
     n_val = emit_message(g[0], h_i, True, block_list, n_sel, starts,
                          sparsifier.scale, values)
@@ -457,7 +520,7 @@ def test_control_variates_update_only_the_sent_blocks():
 # 6. Determinism
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["independent", "shared", "none"])
+@pytest.mark.parametrize("name", ["independent", "bernoulli", "shared", "none"])
 def test_same_seed_same_draws(name):
     sparsifier = SPARSIFIERS[name](12, 3)
     a = sparsifier.draw(*_streams(11, 4), 25)
@@ -481,7 +544,7 @@ def test_worker_draws_do_not_depend_on_the_number_of_workers():
     np.testing.assert_array_equal(few, many[:4])
 
 
-@pytest.mark.parametrize("name", ["independent", "shared"])
+@pytest.mark.parametrize("name", ["independent", "bernoulli", "shared"])
 def test_same_seed_same_estimates(name):
     partition = "uneven"
     cfg = PARTITIONS[partition]
@@ -493,7 +556,7 @@ def test_same_seed_same_estimates(name):
     runs = []
     for _ in range(2):
         u = sparsifier.draw(*_streams(31, len(w)), 200)
-        runs.append(_run_trials(u, g, h, w, True, False, starts, sparsifier.scale,
-                                gbar, hbar))
+        runs.append(_run_trials(u, g, h, w, True, sparsifier.selection, starts,
+                                sparsifier.scale, gbar, hbar))
     for x, y in zip(*runs):
         np.testing.assert_array_equal(x, y)

@@ -21,7 +21,7 @@ from .base import Engine
 @njit(cache=True)
 def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
                 abar, h, shard_starts, weights, l2, l1, fit_intercept,
-                use_control_variates, step, scale, sends_all, starts, column_block,
+                use_control_variates, step, scale, selection, starts, column_block,
                 u_blocks, u_rows, batch, counters, momentum, lookahead):
     n_workers = weights.shape[0]
     n_blocks = starts.shape[0] - 1
@@ -48,7 +48,7 @@ def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
             n_sel, n_val = worker_round(
                 solver, loss_id, W, data, indices, indptr[s:e + 1], Y[s:e],
                 c[s:e], alpha[s:e], abar[i], h[i],
-                l2, fit_intercept, use_control_variates, scale, sends_all,
+                l2, fit_intercept, use_control_variates, scale, selection,
                 u_blocks[i, rnd], u_rows[i, rnd], batch, starts, column_block,
                 selected, block_list, rows, seen, estimate, z, dz, values)
             aggregate_message(A, touched, block_list, n_sel, starts, values,
@@ -111,6 +111,6 @@ class InProcessEngine(Engine):
                     pb.X.indptr, pb.Y, pb.c, alpha, abar, h, pb.shard_starts,
                     pb.weights, pb.penalty.l2, pb.penalty.l1, pb.fit_intercept,
                     pb.use_control_variates, pb.step_size, pb.sparsifier.scale,
-                    pb.sparsifier.sends_all, pb.partition.starts,
+                    pb.sparsifier.selection, pb.partition.starts,
                     pb.partition.column_block, u_blocks, u_rows, pb.batch_size,
                     self._counters, pb.momentum, pb.lookahead)

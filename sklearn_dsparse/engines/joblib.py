@@ -40,6 +40,7 @@ from ..messages import (BLOCK_ID_BYTES, HEADER_BYTES, VALUE_BYTES, _get_uint,
                         _put_uint, copy_into, message_nbytes, read_header,
                         read_message, write_header)
 from ..solvers import GD, SAGA, init_saga_table
+from ..sparsifiers import SAMPLE
 from ..worker import emit_message, message_values, worker_estimate
 from . import _tasks
 from ._tasks import READY, WIRE_BYTES, TaskEngine
@@ -91,7 +92,7 @@ def _read_buffer(n_buffers, max_frame_bytes):
 @njit(cache=True)
 def _hosted_rounds(first, last, rnd, u_blocks, u_rows, sender0, solver, loss_id, W,
                    data, indices, indptr, Y, c, alpha, abar, h, shard_starts, l2,
-                   fit_intercept, use_control_variates, scale, sends_all, batch,
+                   fit_intercept, use_control_variates, scale, selection, batch,
                    starts, column_block, selected, block_list, rows, seen, estimate,
                    z, dz, values, out):
     """One round of the hosted workers ``first..last-1``, their messages framed.
@@ -107,7 +108,10 @@ def _hosted_rounds(first, last, rnd, u_blocks, u_rows, sender0, solver, loss_id,
     """
     K = n_outputs(W)
     n_blocks = starts.shape[0] - 1
-    n_ids = 0 if sends_all or u_blocks.shape[1] == n_blocks else u_blocks.shape[1]
+    # Sampled blocks carry their ids; a message of every block (or an empty
+    # one) carries none.
+    n_ids = u_blocks.shape[1] if selection == SAMPLE and \
+        u_blocks.shape[1] < n_blocks else 0
     begin = 0 if (FRAME_PREFIX_BYTES + HEADER_BYTES + n_ids * BLOCK_ID_BYTES) % \
         VALUE_BYTES == 0 else 4
     pos = begin
@@ -116,7 +120,7 @@ def _hosted_rounds(first, last, rnd, u_blocks, u_rows, sender0, solver, loss_id,
         e = shard_starts[i + 1]
         n_sel = worker_estimate(
             solver, loss_id, W, data, indices, indptr[s:e + 1], Y[s:e], c[s:e],
-            alpha[s:e], abar[i], l2, fit_intercept, sends_all, u_blocks[i],
+            alpha[s:e], abar[i], l2, fit_intercept, selection, scale, u_blocks[i],
             u_rows[i], batch, starts, column_block, selected, block_list, rows,
             seen, estimate, z, dz)
         n_val = message_values(block_list, n_sel, starts, K)
@@ -399,8 +403,7 @@ class _WorkerGroup:
         # Messages are packed a group of hosted workers at a time: as many as
         # fit in a buffer no smaller than the model (the scratch a worker needs
         # anyway), so that small models pack every hosted worker at once.
-        n_sel_max = self.n_blocks if self.sends_all else \
-            self.sparsifier.blocks_per_worker
+        n_sel_max = self.sparsifier.max_blocks_sent
         max_message = n_sel_max * int(np.max(np.diff(self.starts))) * K
         packed = max(p1 * K, MIN_PACKED_VALUES)
         self.workers_per_pack = max(1, min(n_hosted, packed // max_message))
@@ -410,7 +413,7 @@ class _WorkerGroup:
             self.worker_ids[0], self.solver, self.loss_id, self.W, self.data,
             self.indices, self.indptr, self.Y, self.c, self.alpha, self.abar, self.h,
             self.shard_starts, self.l2, self.fit_intercept, self.use_control_variates,
-            self.scale, self.sends_all, self.batch_size, self.starts,
+            self.scale, self.sparsifier.selection, self.batch_size, self.starts,
             self.column_block, np.zeros(self.n_blocks, dtype=np.bool_),
             np.empty(self.n_blocks, dtype=np.int64),
             np.empty(max(self.batch_size, 1), dtype=np.int64),
@@ -443,7 +446,7 @@ class _WorkerGroup:
             u_rows = np.stack([rng.random((n_rounds, self.batch_size))
                                for rng in self.rngs])
             return u_blocks, u_rows
-        per_round = max(1, n_hosted * self.sparsifier.blocks_per_worker)
+        per_round = max(1, n_hosted * self.sparsifier.uniforms_per_round)
         n_more = max(n_rounds, DRAW_AHEAD_VALUES // per_round)
         u_blocks = np.concatenate(
             [u_blocks, self.sparsifier.draw(self.rngs, self.shared_rng, n_more)], axis=1)
@@ -524,14 +527,14 @@ class JoblibEngine(TaskEngine):
                 W=self._W.copy(), solver=pb.solver, loss_id=pb.loss.id,
                 l2=pb.penalty.l2, l1=pb.penalty.l1, fit_intercept=pb.fit_intercept,
                 use_control_variates=pb.use_control_variates, scale=sparsifier.scale,
-                sends_all=sparsifier.sends_all, sparsifier=sparsifier,
+                sparsifier=sparsifier,
                 batch_size=pb.batch_size, starts=pb.partition.starts,
                 column_block=pb.partition.column_block, n_blocks=m,
                 step=pb.step_size, cv_fraction=1.0 / sparsifier.scale,
                 momentum=pb.momentum, lookahead=pb.lookahead,
                 broadcast_with_command=broadcast_with_command))
         # A read buffer per task, for its largest message.
-        n_sel_max = m if sparsifier.sends_all else sparsifier.blocks_per_worker
+        n_sel_max = sparsifier.max_blocks_sent
         max_block = int(np.max(np.diff(pb.partition.starts)))
         self._bufs = _read_buffer(n_procs, _max_frame_bytes(
             n_sel_max, n_sel_max * max_block * K))

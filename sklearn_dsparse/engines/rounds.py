@@ -169,9 +169,12 @@ class JoblibRoundEngine(TaskEngine):
             if sender == worker and rnd == self._rounds and n_ids <= m and \
                     np.all(ids < m) and np.all(ids >= 0):
                 n_sel, ids = (m, self._all_blocks) if n_ids == 0 else (n_ids, ids)
-                n_values = int(np.sum(self._sizes[ids])) + self.master.tail_length
                 start = HEADER_BYTES + 4 * n_ids
                 dtype = self.master.value_dtype
+                if n_ids == 0 and frame.nbytes == \
+                        start + self.master.tail_length * dtype.itemsize:
+                    n_sel, ids = 0, ids[:0]  # no blocks (messages.py): the tail only
+                n_values = int(np.sum(self._sizes[ids])) + self.master.tail_length
                 if frame.nbytes == start + n_values * dtype.itemsize:
                     data = frame[start:].copy().view(dtype)
                     split = n_values - self.master.tail_length

@@ -35,7 +35,8 @@ class DistributedSparseMixin:
         "n_blocks": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "blocks_per_worker": [Interval(Integral, 1, None, closed="left"),
                               StrOptions({"auto"})],
-        "sparsifier": [StrOptions({"auto", "independent", "shared", "none"})],
+        "sparsifier": [StrOptions({"auto", "independent", "bernoulli", "shared",
+                                   "none"})],
         "control_variates": ["boolean", StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "step_size": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
@@ -86,10 +87,13 @@ class DistributedSparseMixin:
                 "solver='asgd' takes no L1 penalty: its accelerated sequences are "
                 "analysed without a proximal step. Set l1_ratio=0, or use "
                 "solver='saga' or 'newton'.")
-        if sparsifier == "shared":
+        if sparsifier in ("shared", "bernoulli"):
+            # Shared masks are not independent; Bernoulli's blocks go all or
+            # none, which the estimate's second moment (step_size) leaves out.
             raise ValueError(
-                "solver='asgd' is the paper's accelerated SGD with independent "
-                "sparsification; its parameters assume independent masks. Set "
+                f"solver='asgd' is the paper's accelerated SGD with independent "
+                f"sparsification; its parameters assume blocks drawn independently "
+                f"of each other, not sparsifier={sparsifier!r}. Set "
                 "sparsifier='independent' or 'none'.")
         if self.control_variates is True:
             raise ValueError(

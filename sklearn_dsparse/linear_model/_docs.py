@@ -42,13 +42,18 @@ SHARED_PARAMETERS = """\
         ``max(1, round(n_blocks / n_workers))``, which removes a fraction
         ``1 - 1 / n_workers`` of the uplink.
 
-    sparsifier : {"auto", "independent", "shared", "none"}, default="auto"
+    sparsifier : {"auto", "independent", "bernoulli", "shared", "none"}, \
+default="auto"
         "independent": each worker draws its own blocks (independent block
-        sparsification); "shared": all workers send the same blocks each
-        round (parallel block coordinate descent); "none": dense averaging,
-        every block is sent.  "auto" is "none" for ``solver="newton"``
-        (whose directions need their accuracy: compressing them costs more
-        rounds than it saves bytes, see docs/index.md) unless ``n_blocks`` or
+        sparsification); "bernoulli": each worker sends every block with
+        probability ``blocks_per_worker / n_blocks``, independently of the
+        others, else nothing but its 16-byte header (the paper's IBGD: the
+        same variance and step as "independent", no block ids); "shared":
+        all workers send the same blocks each round (parallel block
+        coordinate descent); "none": dense averaging, every block is sent.
+        "auto" is "none" for ``solver="newton"`` (whose directions need
+        their accuracy: compressing them costs more rounds than it saves
+        bytes, see docs/index.md) unless ``n_blocks`` or
         ``blocks_per_worker`` is given, and "independent" otherwise.  With
         "newton" only the direction messages are sparsified; the gradients
         are always sent whole.  The value used is ``sparsifier_``.
