@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Document (and run the gallery against) the checkout being built, even when
-# another copy of the package is installed.
+# another copy of the package is installed; PYTHONPATH carries it to worker
+# processes an example may start (n_jobs).
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PYTHONPATH", str(ROOT))
 # The gallery runs each example from its own folder; the examples find the
@@ -30,18 +31,16 @@ extensions = [
     "numpydoc",
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "sphinx.ext.mathjax",
     "sphinx_gallery.gen_gallery",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "figures/README.md"]
+exclude_patterns = ["_build"]
 templates_path = ["_templates"]
 
 # The Markdown pages are also read on GitHub: heading anchors let their
 # links such as method.md#step-size resolve in the site too.
 myst_heading_anchors = 3
-myst_enable_extensions = ["dollarmath"]
 
 autosummary_generate = True
 # scikit-learn's metadata-routing methods are generated per estimator and
