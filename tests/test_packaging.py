@@ -85,9 +85,13 @@ def test_ci_builds_with_the_declared_floor(pyproject, ci_check):
     assert tuple(int(p) for p in floor.split(".")) >= (77, 0, 1)
     run = (ROOT / ".ci" / "run").read_text()
     assert "python .ci/check_build_floor.py" in run
-    # README's test command stays the last step.
-    assert run.rstrip().splitlines()[-1] == \
-        'pip install ".[test,dask]" && python -m pytest'
+    # README's test command, then README's build of the site, end the run.
+    commands = ['pip install ".[test,dask]" && python -m pytest',
+                'pip install ".[docs]" && python -m sphinx -W --keep-going -b html '
+                'docs docs/_build/html']
+    assert run.rstrip().splitlines()[-2:] == commands
+    readme = (ROOT / "README.md").read_text()
+    assert all(command in readme for command in commands)
 
 
 @pytest.mark.parametrize("requires, message", [
