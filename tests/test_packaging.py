@@ -87,7 +87,7 @@ def test_ci_builds_with_the_declared_floor(pyproject, ci_check):
     assert "python .ci/check_build_floor.py" in run
     # README's test command stays the last step.
     assert run.rstrip().splitlines()[-1] == \
-        'pip install ".[test,dask]" && python -m pytest'
+        'pip install ".[test,dask,ray,spark]" && python -m pytest'
 
 
 @pytest.mark.parametrize("requires, message", [
