@@ -239,9 +239,18 @@ class TaskEngine(Engine):
 
     def _raise_task_error(self):
         if self._task_errors:
-            raise WorkerProcessError(
-                f"a worker task failed: {self._task_errors[0]!r}") from \
-                self._task_errors[0]
+            exc = self._task_errors[0]
+            hint = ""
+            if len(self._conns) < len(self._groups):
+                # Before it connects, a task fails where the backend runs it:
+                # most often the workers' Python lacks this package, or has
+                # another version (and some backends, joblibspark's, hide the
+                # worker's exception behind one of their own).
+                hint = (" before connecting to the master. Are sklearn-dsparse "
+                        "and its dependencies installed in the Python environment "
+                        "of the backend's workers, in the driver's versions? The "
+                        "workers' logs have their error.")
+            raise WorkerProcessError(f"a worker task failed: {exc!r}{hint}") from exc
 
     def _close_tasks(self):
         """Close the connections (a task waiting on one ends) and the listener."""
