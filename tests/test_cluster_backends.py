@@ -264,3 +264,23 @@ def test_spark_with_fewer_slots_than_tasks_fails_clearly(spark_backend, monkeypa
                            r"within 3 s: the joblib backend cannot run them all at once"):
             fit(X, y, n_jobs=3)
     assert time.monotonic() - start < 30
+
+
+def test_a_task_that_cannot_start_on_the_workers_names_their_environment(monkeypatch):
+    # What a task raises on workers whose Python lacks the package (on Spark
+    # behind joblibspark's own TypeError); the threading backend stands in
+    # for the clusters.
+    from sklearn_dsparse.engines import joblib as epochs
+
+    def serve(*args):
+        raise ModuleNotFoundError("No module named 'sklearn_dsparse'")
+
+    monkeypatch.setattr(epochs, "serve", serve)
+    X, y = data()
+    with parallel_config(backend="threading"):
+        with pytest.raises(WorkerProcessError, match=(
+                r"a worker task failed: ModuleNotFoundError\(.*\) before connecting "
+                r"to the master\. Are sklearn-dsparse and its dependencies installed "
+                r"in the Python environment of the backend's workers, in the "
+                r"driver's versions\?")):
+            fit(X, y, solver="saga", n_jobs=2)
