@@ -67,6 +67,16 @@ def _left_after(pids, seconds=30):
     return commands
 
 
+def _workers_import_this_package(env):
+    """Put the folder of the driver's sklearn_dsparse first on the PYTHONPATH
+    that the cluster's processes, started next, inherit: the driver may run
+    a checkout (``python -m pytest`` imports the one in the current folder)
+    where the workers would import an installed copy."""
+    folder = os.path.dirname(os.path.dirname(sklearn_dsparse.__file__))
+    env.setenv("PYTHONPATH", os.pathsep.join(
+        [folder] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+
+
 def _check_workers_run_this_package(backend):
     # Otherwise a comparison below would test an installed copy, not this one.
     # A lambda travels by value: the workers cannot import this test module.
@@ -92,7 +102,8 @@ def ray_backend():
     # Ray's backend swaps the base class of joblib's PicklingPool for its own
     # Pool, for the whole process: put it back for the tests that follow.
     bases = PicklingPool.__bases__
-    # The workers inherit this process's environment (PYTHONPATH included).
+    env = pytest.MonkeyPatch()
+    _workers_import_this_package(env)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         register_ray()
@@ -101,6 +112,7 @@ def ray_backend():
     finally:
         ray.shutdown()
         PicklingPool.__bases__ = bases
+        env.undo()
         assert _left_after(_descendants() - before) == []
 
 
@@ -116,6 +128,7 @@ def spark_backend():
     # The Python of the workers (pyspark reads it when the context starts):
     # this one, else it is `python3` on PATH.
     env.setenv("PYSPARK_PYTHON", sys.executable)
+    _workers_import_this_package(env)
     spark = (SparkSession.builder.master("local[2]").appName("sklearn-dsparse tests")
              .config("spark.ui.enabled", "false")
              .config("spark.ui.showConsoleProgress", "false")
@@ -284,3 +297,22 @@ def test_a_task_that_cannot_start_on_the_workers_names_their_environment(monkeyp
                 r"in the Python environment of the backend's workers, in the "
                 r"driver's versions\?")):
             fit(X, y, solver="saga", n_jobs=2)
+
+
+def test_n_jobs_minus_one_needs_a_backend_that_counts_its_workers(monkeypatch):
+    # Ray's backend before ray.init() cannot count its CPUs; one task run in
+    # the driver would look like a distributed fit.
+    from joblib._parallel_backends import ThreadingBackend
+
+    def cannot_tell(self, n_jobs):
+        raise RuntimeError("Ray has not been started yet.")
+
+    monkeypatch.setattr(ThreadingBackend, "effective_n_jobs", cannot_tell)
+    X, y = data()
+    with parallel_config(backend="threading"):
+        with pytest.raises(ValueError, match=(
+                r"n_jobs=-1 asks the active joblib backend \(ThreadingBackend\) for its "
+                r"number of workers, and it cannot tell \(Ray has not been started "
+                r"yet.\)\. Start its cluster first \(for Ray, ray.init\(\)\), or give "
+                r"n_jobs a positive number.")):
+            fit(X, y, n_jobs=-1)

@@ -195,7 +195,15 @@ class TaskEngine(Engine):
         n_jobs = self.n_jobs
         try:
             return max(1, backend.effective_n_jobs(n_jobs))
-        except Exception:  # a backend without a notion of slots: trust n_jobs
+        except Exception as exc:  # a backend without a notion of slots: trust n_jobs
+            if n_jobs is not None and n_jobs < 0:
+                # One task would run, in this process: a fit that looks
+                # distributed and is not (Ray's backend before ray.init()).
+                raise ValueError(
+                    f"n_jobs={n_jobs} asks the active joblib backend "
+                    f"({type(backend).__name__}) for its number of workers, and it "
+                    f"cannot tell ({exc}). Start its cluster first (for Ray, "
+                    "ray.init()), or give n_jobs a positive number.") from exc
             return max(1, n_jobs if n_jobs and n_jobs > 0 else 1)
 
     def _accept(self, accepted, key):
