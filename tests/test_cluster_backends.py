@@ -27,9 +27,14 @@ from conftest import load
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
-    # joblibspark's notes on a local master and on n_jobs above the slots.
+    # joblibspark's notes on a local master and on n_jobs above the slots,
+    # its use of joblib's older interface and pyspark's of its threads; pyspark
+    # on pandas 3.
     pytest.mark.filterwarnings("ignore:Spark local mode:UserWarning"),
     pytest.mark.filterwarnings("ignore:User-specified n_jobs:UserWarning"),
+    pytest.mark.filterwarnings("ignore:`apply_async` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:Spark session is not provided:UserWarning"),
+    pytest.mark.filterwarnings("ignore:PySpark does not yet fully support:FutureWarning"),
 ]
 
 
