@@ -137,7 +137,7 @@ def spark_backend():
     spark = (SparkSession.builder.master("local[2]").appName("sklearn-dsparse tests")
              .config("spark.ui.enabled", "false")
              .config("spark.ui.showConsoleProgress", "false")
-             # No name lookup of this host, which can take seconds.
+             # Everything is on this machine: loopback, as the tasks' master.
              .config("spark.driver.host", "127.0.0.1")
              # A short session: the JVM's quick compiler alone starts it in
              # less than half the time (9-10 s against 22-29 s, loaded machine).
