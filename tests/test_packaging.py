@@ -86,7 +86,7 @@ def test_ci_builds_with_the_declared_floor(pyproject, ci_check):
     run = (ROOT / ".ci" / "run").read_text()
     assert "python .ci/check_build_floor.py" in run
     # README's test command, then README's build of the site, end the run.
-    commands = ['pip install ".[test,dask]" && python -m pytest',
+    commands = ['pip install ".[test,dask,ray,spark]" && python -m pytest',
                 'pip install ".[docs]" && python -m sphinx -W --keep-going -b html '
                 'docs docs/_build/html']
     assert run.rstrip().splitlines()[-2:] == commands

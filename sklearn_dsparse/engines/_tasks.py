@@ -274,7 +274,15 @@ class TaskEngine(Engine):
         n_jobs = self.n_jobs
         try:
             return max(1, backend.effective_n_jobs(n_jobs))
-        except Exception:  # a backend without a notion of slots: trust n_jobs
+        except Exception as exc:  # a backend without a notion of slots: trust n_jobs
+            if n_jobs is not None and n_jobs < 0:
+                # One task would run, in this process: a fit that looks
+                # distributed and is not (Ray's backend before ray.init()).
+                raise ValueError(
+                    f"n_jobs={n_jobs} asks the active joblib backend "
+                    f"({type(backend).__name__}) for its number of workers, and it "
+                    f"cannot tell ({exc}). Start its cluster first (for Ray, "
+                    "ray.init()), or give n_jobs a positive number.") from exc
             return max(1, n_jobs if n_jobs and n_jobs > 0 else 1)
 
     def _accept(self, accepted, key):
@@ -321,9 +329,18 @@ class TaskEngine(Engine):
 
     def _raise_task_error(self):
         if self._task_errors:
-            raise WorkerProcessError(
-                f"a worker task failed: {self._task_errors[0]!r}") from \
-                self._task_errors[0]
+            exc = self._task_errors[0]
+            hint = ""
+            if len(self._conns) < len(self._groups):
+                # Before it connects, a task fails where the backend runs it:
+                # most often the workers' Python lacks this package, or has
+                # another version (and some backends, joblibspark's, hide the
+                # worker's exception behind one of their own).
+                hint = (" before connecting to the master. Are sklearn-dsparse "
+                        "and its dependencies installed in the Python environment "
+                        "of the backend's workers, in the driver's versions? The "
+                        "workers' logs have their error.")
+            raise WorkerProcessError(f"a worker task failed: {exc!r}{hint}") from exc
 
     def _close_tasks(self):
         """Close the connections (a task waiting on one ends) and the listener."""
