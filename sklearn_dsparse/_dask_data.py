@@ -83,21 +83,21 @@ def summarize_partition(prepared, summary_type):
 
 
 def local_rows(shards, targets, row_scales):
-    """The rows a task's workers hold, from their partitions: X (CSR), Y, c
-    and ``shard_starts``, as ``_fit`` makes them in memory (c_r = s_r N_i /
-    S_i, ``row_scales[i]`` = N_i / S_i)."""
-    pieces_X, pieces_Y, pieces_c, starts = [], [], [], [0]
+    """The rows a task's workers hold, from their partitions: one CSR matrix
+    per worker (``X_shards``), Y, c and ``shard_starts``, as ``_fit`` makes
+    them in memory (c_r = s_r N_i / S_i, ``row_scales[i]`` = N_i / S_i)."""
+    X_shards, pieces_Y, pieces_c, starts = [], [], [], [0]
     for parts, row_scale in zip(shards, row_scales):
-        for X, _, y, sample_weight in parts:
+        for _, _, y, sample_weight in parts:
             Y, sample_weight = targets.encode(y, sample_weight)
-            pieces_X.append(X)
             pieces_Y.append(Y)
             pieces_c.append(sample_weight * row_scale)
         starts.append(sum(len(c) for c in pieces_c))
-    # One partition is used as it lies, not copied.
-    X = pieces_X[0] if len(pieces_X) == 1 else sp.vstack(pieces_X, format="csr")
-    return dict(X=X, Y=np.concatenate(pieces_Y), c=np.concatenate(pieces_c),
-                shard_starts=np.array(starts, dtype=np.int64))
+        # A shard of one partition is that partition, not a copy of it.
+        X_shards.append(parts[0][0] if len(parts) == 1 else
+                        sp.vstack([part[0] for part in parts], format="csr"))
+    return dict(X_shards=X_shards, Y=np.concatenate(pieces_Y),
+                c=np.concatenate(pieces_c), shard_starts=np.array(starts, dtype=np.int64))
 
 
 # -- on the driver ----------------------------------------------------------

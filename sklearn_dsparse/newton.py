@@ -127,12 +127,23 @@ class NewtonWorkers:
     """
 
     def __init__(self, spec):
+        spec = dict(spec)
+        # The rows: one CSR matrix that shard_starts cuts, or (data that lives
+        # on a cluster) one per hosted worker.  Not kept: each local problem
+        # holds its own rows, and a task's memory is mostly shards.
+        X = spec.pop("X", None)
+        X_shards = spec.pop("X_shards", None)
         self.__dict__.update(spec)
         K = self.shape[1]
         self.problems = []
-        for s, e in zip(self.shard_starts[:-1], self.shard_starts[1:]):
-            self.problems.append(LocalProblem(self.X[s:e], self.Y[s:e], self.c[s:e],
+        for i, (s, e) in enumerate(zip(self.shard_starts[:-1], self.shard_starts[1:])):
+            if X_shards is None:
+                rows = X[s:e]
+            else:
+                rows, X_shards[i] = X_shards[i], None  # freed once the problem has its own
+            self.problems.append(LocalProblem(rows, self.Y[s:e], self.c[s:e],
                                               self.loss, self.l2, self.fit_intercept))
+            del rows
         self.solvers = [LocalSolver(pb) for pb in self.problems]
         self.rngs = [np.random.default_rng(s) for s in self.seeds]
         self.h = np.zeros((len(self.problems), self.shape[0] * K)) \
