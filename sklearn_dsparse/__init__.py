@@ -4,12 +4,16 @@ __version__ = "0.1.0"
 
 __all__ = ["DistributedSparseElasticNet", "DistributedSparseLasso",
            "DistributedSparseLogisticRegression", "DistributedSparseRidge",
-           "__version__"]
+           "FileShards", "__version__"]
 
 
 def __getattr__(name):
     # The estimators (and scikit-learn) load on first use, so that a worker
     # process, which needs only the engines and the mathematics, stays small.
+    if name == "FileShards":
+        from ._file_data import FileShards
+
+        return FileShards
     if name in __all__:
         from . import linear_model
 

@@ -85,9 +85,12 @@ def summarize_partition(prepared, summary_type):
 def local_rows(shards, targets, row_scales):
     """The rows a task's workers hold, from their partitions: one CSR matrix
     per worker (``X_shards``), Y, c and ``shard_starts``, as ``_fit`` makes
-    them in memory (c_r = s_r N_i / S_i, ``row_scales[i]`` = N_i / S_i)."""
+    them in memory (c_r = s_r N_i / S_i, ``row_scales[i]`` = N_i / S_i).  A
+    part is a prepared partition, or a file that ``load()`` reads and
+    prepares here (``_file_data``)."""
     X_shards, pieces_Y, pieces_c, starts = [], [], [], [0]
     for parts, row_scale in zip(shards, row_scales):
+        parts = [part.load() if hasattr(part, "load") else part for part in parts]
         for _, _, y, sample_weight in parts:
             Y, sample_weight = targets.encode(y, sample_weight)
             pieces_Y.append(Y)
@@ -124,9 +127,60 @@ def _partitions(collection, name, n_rows_chunks=None):
                     "DataFrame or Series with the same partitions as X.")
 
 
-class DaskData:
+class RemoteData:
+    """Data that lives elsewhere than in the driver, in pieces (partitions,
+    files) that the worker tasks hold or read, described on the driver by
+    their summaries.  A subclass surveys its pieces (``_survey``) and lays the
+    logical workers over them (``shard``); ``places_tasks``: whether it runs
+    the tasks itself (``run_tasks``, where its pieces lie) or the active
+    joblib backend runs them, each given ``parts_of`` its workers."""
+
+    places_tasks = False
+
+    def _survey(self, reports):
+        """Record the pieces' ``summarize_partition`` reports; check widths first."""
+        self.rows = np.array([shape[0] for shape, _, _, _ in reports])
+        self.n_samples = int(self.rows.sum())
+        self.n_features = int(reports[0][0][1])
+        self.dtype = np.result_type(*[dtype for _, dtype, _, _ in reports])
+        self.summaries = [summary for _, _, summary, _ in reports]
+        self.nbytes = np.array([n for _, _, _, n in reports])
+        summary = self.summaries[0]
+        for other in self.summaries[1:]:
+            summary = summary.merge(other)
+        self.summary = summary
+
+    def _set_shards(self, targets, shard_partitions):
+        """Each logical worker's shard is the run of pieces ``shard_partitions[i]``."""
+        self.targets = targets
+        self.shard_partitions = shard_partitions
+        rows = np.array([self.rows[parts].sum() for parts in self.shard_partitions])
+        self.shard_starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        self.shard_weight = np.array([
+            sum(targets.weight_of(self.summaries[j]) for j in parts)
+            for parts in self.shard_partitions])
+        if not self.shard_weight.sum() > 0:
+            raise ValueError("sample_weight sums to zero: at least one sample "
+                             "must have a positive weight.")
+        return self
+
+    @property
+    def shape(self):
+        return self.n_samples, self.n_features
+
+    @property
+    def total_weight(self):
+        return float(self.shard_weight.sum())
+
+    def release(self):
+        """Let go of what the pieces hold on the cluster."""
+
+
+class DaskData(RemoteData):
     """X, y and the sample weights in the partitions of Dask collections,
     validated and prepared where they lie (see the module docstring)."""
+
+    places_tasks = True
 
     def __init__(self, estimator, X, y, sample_weight, validation, summary_type):
         from dask import delayed
@@ -159,23 +213,13 @@ class DaskData:
             raise ValueError(
                 f"partition {j} of X has {shapes[j, 1]} columns where partition 0 "
                 f"has {shapes[0, 1]}: every partition needs the same columns.")
-        self.rows = shapes[:, 0]
-        self.n_samples = int(self.rows.sum())
-        self.n_features = int(shapes[0, 1])
-        self.dtype = np.result_type(*[dtype for _, dtype, _, _ in reports])
-        self.summaries = [summary for _, _, summary, _ in reports]
-        self.nbytes = np.array([n for _, _, _, n in reports])
-        summary = self.summaries[0]
-        for other in self.summaries[1:]:
-            summary = summary.merge(other)
-        self.summary = summary
+        self._survey(reports)
         who_has = self.client.who_has(self.futures)
         self.holders = [sorted(who_has[f.key])[0] for f in self.futures]
 
     def shard(self, targets, n_workers):
         """Lay ``n_workers`` logical workers over the partitions (module
         docstring, 2.) and sum the shards' encoded sample weights."""
-        self.targets = targets
         hosts = sorted(set(self.holders))
         by_host = [[j for j in range(len(self.holders)) if self.holders[j] == h]
                    for h in hosts]
@@ -189,29 +233,13 @@ class DaskData:
                 "repartition X (and y).")
         counts = _allot(np.array([self.rows[parts].sum() for parts in by_host]),
                         np.array([len(parts) for parts in by_host]), n_workers)
-        self.shard_partitions, self.groups, self.task_hosts = [], [], []
+        shard_partitions, self.groups, self.task_hosts = [], [], []
         for host, parts, count in zip(hosts, by_host, counts):
-            first = len(self.shard_partitions)
-            self.shard_partitions += _split_runs(parts, self.rows[parts], count)
+            first = len(shard_partitions)
+            shard_partitions += _split_runs(parts, self.rows[parts], count)
             self.groups.append(np.arange(first, first + count))
             self.task_hosts.append(host)
-        rows = np.array([self.rows[parts].sum() for parts in self.shard_partitions])
-        self.shard_starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
-        self.shard_weight = np.array([
-            sum(targets.weight_of(self.summaries[j]) for j in parts)
-            for parts in self.shard_partitions])
-        if not self.shard_weight.sum() > 0:
-            raise ValueError("sample_weight sums to zero: at least one sample "
-                             "must have a positive weight.")
-        return self
-
-    @property
-    def shape(self):
-        return self.n_samples, self.n_features
-
-    @property
-    def total_weight(self):
-        return float(self.shard_weight.sum())
+        return self._set_shards(targets, shard_partitions)
 
     def run_tasks(self, task, address, key, idle_timeout):
         """Run ``task(address, key, idle_timeout, (index, shards))`` on each

@@ -22,7 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from . import _lazy
 from ._progress import Progress
-from ._dask_data import DaskData
+from ._dask_data import RemoteData
 from .accounting import COUNTERS, CommunicationStats, History, new_counters
 from .blocks import BlockPartition
 from .engines import engine_for, round_engine_for
@@ -54,7 +54,8 @@ class Problem:
     use_control_variates: bool
     row_scales: np.ndarray = None  # N_i / S_i: c_r = s_r row_scales[i]
     step_size: float = None
-    #: The rows when they live on a Dask cluster (``_dask_data.DaskData``).
+    #: The rows when they live elsewhere (``_dask_data.RemoteData``: Dask
+    #: partitions, files the tasks read).
     data: object = None
     # solver="asgd"'s step coefficients (master.py); 0 for the others.
     momentum: float = 0.0
@@ -201,22 +202,23 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
 
     ``X`` is CSR float64, ``Y`` (n_samples, n_outputs) float64, ``random_state``
     a numpy RandomState (consumed once, for the seed of every stream).  Or
-    ``X`` is a ``_dask_data.DaskData`` (``Y`` and ``sample_weight`` None):
-    its partitions make the shards, on the Dask workers that hold them.
+    ``X`` is a ``_dask_data.RemoteData`` (``Y`` and ``sample_weight`` None):
+    its pieces (Dask partitions, files) make the shards, in the tasks.
     ``objective_scale`` converts F to the estimator's own objective in
     ``history["objective"]``.  ``solver="newton"`` runs ``newton.fit_newton``;
     the others run epochs of IBS rounds.
     """
-    data = X if isinstance(X, DaskData) else None
+    data = X if isinstance(X, RemoteData) else None
     if data is None:
         shard_starts = split_rows(X.shape[0], n_workers)
         shard_weight = np.add.reduceat(sample_weight, shard_starts[:-1])
     else:
         if solver != "newton":
             raise ValueError(
-                f"solver={solver!r} needs X in memory; data that lives on a Dask "
-                "cluster is fit by solver='newton' (the default). Set "
-                "solver='newton', or fit X.compute().")
+                f"solver={solver!r} needs X in memory; data that lives elsewhere "
+                "(Dask collections, FileShards) is fit by solver='newton' (the "
+                "default). Set solver='newton', or fit X in memory (for Dask, "
+                "X.compute()).")
         X, shard_starts, shard_weight = None, data.shard_starts, data.shard_weight
     total_weight = shard_weight.sum()
     weights = shard_weight / total_weight
@@ -355,7 +357,8 @@ def _fit_newton(problem, W, seeds, *, objective_scale, max_iter, tol, verbose,
                         f", estimated suboptimality {objective_scale * decrement / 2:.3g}"
                         f" before a step of {step:.3g}")
 
-    with round_engine_for(-1 if problem.data is not None else n_jobs,
+    placed = problem.data is not None and problem.data.places_tasks
+    with round_engine_for(-1 if placed else n_jobs,
                           master_address) as engine:
         engine.start(problem, master, seeds.spawn(problem.n_workers + 1))
         W, n_iter, converged, reason = fit_newton(

@@ -144,9 +144,11 @@ class TaskEngine(Engine):
         """Start the tasks, each running ``task(address, key, idle_timeout)``,
         and wait for their connections; return the worker ids each task hosts
         (consecutive ranges, in the order of ``self._conns``).  With ``data``
-        on a Dask cluster (``_dask_data.DaskData``), the tasks run where its
-        partitions lie, as it lays them out, and get them as a 4th argument."""
-        if data is None:
+        (``_dask_data.RemoteData``) each task gets, as a 4th argument, its
+        index and its workers' pieces (``data.parts_of``); data on a Dask
+        cluster runs the tasks itself, where its partitions lie, as it lays
+        them out."""
+        if data is None or not data.places_tasks:
             backend, _ = get_active_backend()
             # Processes of this machine that the backend made for its tasks
             # (not a cluster's workers, nor this process's threads) may be killed.
@@ -154,7 +156,7 @@ class TaskEngine(Engine):
                                                         "MultiprocessingBackend")
             n_procs = min(n_workers, self._effective_n_jobs(backend))
             groups = np.array_split(np.arange(n_workers), n_procs)
-            launch = partial(self._run_on_backend, backend, n_procs, task)
+            launch = partial(self._run_on_backend, backend, groups, task, data)
         else:
             groups = data.groups
             n_procs = len(groups)
@@ -322,10 +324,12 @@ class TaskEngine(Engine):
         except BaseException as exc:  # reported by the master's next wait
             self._task_errors.append(exc)
 
-    def _run_on_backend(self, backend, n_procs, task, address, key):
+    def _run_on_backend(self, backend, groups, task, data, address, key):
+        local = [() if data is None else ((t, data.parts_of(group)),)
+                 for t, group in enumerate(groups)]
         with parallel_config(backend=backend):
-            return Parallel(n_jobs=n_procs)(
-                delayed(task)(address, key, self.task_timeout) for _ in range(n_procs))
+            return Parallel(n_jobs=len(groups))(
+                delayed(task)(address, key, self.task_timeout, *args) for args in local)
 
     def _raise_task_error(self):
         if self._task_errors:

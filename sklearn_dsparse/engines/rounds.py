@@ -57,8 +57,11 @@ class InProcessRoundEngine(Engine):
         self.master = master
         self._counters = master.counters
         self._limits = _one_blas_thread()
-        self.workers = NewtonWorkers(worker_spec(problem, np.arange(problem.n_workers),
-                                                 seed_sequences))
+        workers = np.arange(problem.n_workers)
+        spec = worker_spec(problem, workers, seed_sequences)
+        if problem.data is not None:  # files, read here: one process was asked for
+            spec = _with_rows(spec, problem.data.parts_of(workers))
+        self.workers = NewtonWorkers(spec)
         return self
 
     def close(self):
@@ -73,12 +76,18 @@ class InProcessRoundEngine(Engine):
         return self.master.finish()
 
 
+def _with_rows(spec, shards):
+    """``spec`` with the rows of its workers' shards (``local_rows``)."""
+    return dict(spec, **local_rows(shards, spec["targets"], spec["row_scales"]))
+
+
 def _host_rounds(conn, shards=None):
     """A task's loop: answer every command until the stop.  ``shards``: its
-    workers' partitions, when they hold data that lives on the cluster."""
+    workers' pieces, when they hold data that lives elsewhere (partitions on
+    the cluster, files)."""
     spec = conn.recv()
     if shards is not None:
-        spec.update(local_rows(shards, spec["targets"], spec["row_scales"]))
+        spec = _with_rows(spec, shards)
     workers = NewtonWorkers(spec)
     conn.send(READY)
     n_blocks = len(workers.starts) - 1
@@ -97,7 +106,7 @@ def _host_rounds(conn, shards=None):
 
 def serve_rounds(address, authkey, idle_timeout, local=None):
     """The body of a worker task of ``JoblibRoundEngine``; ``local``, for data
-    on the cluster: (the task's index, its workers' partitions)."""
+    that lives elsewhere: (the task's index, its workers' pieces)."""
     task, shards = (None, None) if local is None else local
     return serve(address, authkey, partial(_host_rounds, shards=shards), idle_timeout,
                  task)

@@ -14,10 +14,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._compat import (Interval, StrOptions, _check_feature_names,
                        _check_sample_weight, _fit_context)
-from .._dask_data import DaskData, is_dask_collection
+from .._dask_data import DaskData, RemoteData, is_dask_collection
+from .._file_data import FileData, FileShards
 from .._fit import as_csr_float64, fit_dsparse
 from ._targets import RegressionTargets, TargetSummary
-from ..losses import SQUARED
 from ..step_size import ASGD_MAX_COLUMNS
 
 
@@ -165,11 +165,12 @@ class DistributedSparseMixin:
 
     def _fit_data(self, X, y, sample_weight, validation):
         """Validate X and y (``validate_data(**validation)``), encode y and
-        fit, in memory or, for Dask collections, where their partitions lie
-        (``_dask_data``).  Returns (W, the targets' encoder, X's dtype)."""
-        if is_dask_collection(X, y, sample_weight):
-            return self._fit_collections(X, y, sample_weight, validation)
-        self.__dict__.pop("shard_partitions_", None)  # from a fit of Dask collections
+        fit, in memory or, for data that lives elsewhere (Dask collections,
+        ``FileShards``), in the tasks that hold or read it.  Returns (W, the
+        targets' encoder, X's dtype)."""
+        if isinstance(X, FileShards) or is_dask_collection(X, y, sample_weight):
+            return self._fit_elsewhere(X, y, sample_weight, validation)
+        self.__dict__.pop("shard_partitions_", None)  # from a fit of data elsewhere
         X, y = validate_data(self, X, y, **validation)
         sample_weight = self._validated_sample_weight(sample_weight, X)
         targets = self._targets(self._summary_type(y, sample_weight))
@@ -178,17 +179,28 @@ class DistributedSparseMixin:
         W = self._fit_dsparse(X, Y, sample_weight, targets.loss, penalty, scale)
         return W, targets, X.dtype
 
-    def _fit_collections(self, X, y, sample_weight, validation):
-        if self.n_jobs not in (None, -1):
-            raise ValueError(
-                f"n_jobs={self.n_jobs}: with Dask collections the worker tasks run "
-                "on the Dask workers that hold the partitions, one per worker. "
-                "Set n_jobs=None (or -1).")
-        data = DaskData(self, X, y, sample_weight, validation, self._summary_type)
+    def _fit_elsewhere(self, X, y, sample_weight, validation):
+        validation = dict(validation, estimator=type(self).__name__)
+        if isinstance(X, FileShards):
+            if y is not None or sample_weight is not None:
+                raise ValueError(
+                    "X is a FileShards: its files hold y, and the fit takes no "
+                    f"{'y' if y is not None else 'sample_weight'} beside them. "
+                    "Call fit(FileShards(...)) alone.")
+            data = FileData(X, self.n_jobs, validation, self._summary_type)
+        else:
+            if self.n_jobs not in (None, -1):
+                raise ValueError(
+                    f"n_jobs={self.n_jobs}: with Dask collections the worker tasks "
+                    "run on the Dask workers that hold the partitions, one per "
+                    "worker. Set n_jobs=None (or -1).")
+            data = DaskData(self, X, y, sample_weight, validation, self._summary_type)
         try:
             self.n_features_in_ = data.n_features
             if data.meta is not None:
                 _check_feature_names(self, data.meta, reset=True)
+            else:
+                self.__dict__.pop("feature_names_in_", None)
             targets = self._targets(data.summary)
             data.shard(targets, self.n_workers)
             penalty, scale = self._penalty(data.total_weight)
@@ -208,7 +220,7 @@ class DistributedSparseMixin:
         self._check_solver_parameters()
         sparsifier, n_blocks, tau = self._resolve_blocks(n_samples, n_columns)
         self._check_asgd(loss, penalty, sparsifier, n_columns)
-        if not isinstance(X, DaskData):
+        if not isinstance(X, RemoteData):
             X, Y = as_csr_float64(X), np.ascontiguousarray(Y, dtype=np.float64)
         n_outputs = X.targets.n_outputs if Y is None else Y.shape[1]
         result = fit_dsparse(
@@ -271,18 +283,21 @@ class DistributedSparseRegressorMixin(DistributedSparseMixin):
         return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the model.
 
         Parameters
         ----------
-        X : {array-like, sparse matrix, dask Array or DataFrame} of shape \
-                (n_samples, n_features)
+        X : {array-like, sparse matrix, dask Array or DataFrame, FileShards} \
+                of shape (n_samples, n_features)
             Dask collections (with a ``distributed.Client`` active) are fit
             where their partitions lie; y and ``sample_weight`` are then Dask
             collections with the same partitions (docs/engines.md, "Data on
-            the cluster").
-        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            the cluster").  A :class:`~sklearn_dsparse.FileShards` is read by
+            the worker tasks themselves, y with it ("Data read by the
+            workers").
+        y : array-like of shape (n_samples,) or (n_samples, n_targets), default=None
+            Required, except with a ``FileShards``, whose files hold y.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights; integer weights are equivalent to repeating
             rows.

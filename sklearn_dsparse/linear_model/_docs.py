@@ -121,7 +121,9 @@ default="auto"
         is the same, bit for bit, wherever the workers run (see
         docs/engines.md).  With Dask collections as X and y, the tasks run
         on the Dask workers holding their partitions, one per worker: leave
-        None (or -1).
+        None (or -1).  With a ``FileShards`` as X, the tasks (and the
+        survey of the files) run on the active backend as above and read
+        their own files; None reads them in this process.
 
     master_address : str, default=None
         Host name or IP address on which the driver (the master) listens for
@@ -174,10 +176,12 @@ SHARED_ATTRIBUTES = """\
         Names of features seen during fit, when X has string column names.
 
     shard_partitions_ : list of list of int
-        Only after a fit of Dask collections: the partitions of X (by index)
-        that made each logical worker's shard, in worker order.  The model is
-        the in-memory fit, bit for bit, of the partitions concatenated in
-        this order (docs/engines.md, "Data on the cluster").
+        Only after a fit of Dask collections or of a ``FileShards``: the
+        partitions of X (or the files, by index) that made each logical
+        worker's shard, in worker order.  The model is the in-memory fit, bit
+        for bit, of the partitions (files) concatenated in this order with
+        these shard boundaries (docs/engines.md, "Data on the cluster",
+        "Data read by the workers").
 """
 
 STOCHASTIC_NOTE = """\

@@ -107,18 +107,21 @@ class DistributedSparseLogisticRegression(
         self.master_address = master_address
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Fit the model.
 
         Parameters
         ----------
-        X : {array-like, sparse matrix, dask Array or DataFrame} of shape \
-                (n_samples, n_features)
+        X : {array-like, sparse matrix, dask Array or DataFrame, FileShards} \
+                of shape (n_samples, n_features)
             Dask collections (with a ``distributed.Client`` active) are fit
             where their partitions lie; y and ``sample_weight`` are then Dask
             collections with the same partitions (docs/engines.md, "Data on
-            the cluster").
-        y : array-like of shape (n_samples,)
+            the cluster").  A :class:`~sklearn_dsparse.FileShards` is read by
+            the worker tasks themselves, y with it ("Data read by the
+            workers").
+        y : array-like of shape (n_samples,), default=None
+            Required, except with a ``FileShards``, whose files hold y.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights; integer weights are equivalent to repeating
             rows.
