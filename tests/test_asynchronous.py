@@ -5,7 +5,6 @@ heterogeneous: a master that let a fast worker's data count more than w_i
 would end away from scikit-learn's optimum.
 """
 
-import time
 
 import numpy as np
 import pytest
@@ -140,7 +139,7 @@ def test_messages_and_bytes_on_loky_with_a_sleeping_worker(sorted_ridge, monkeyp
     # Alternating: at most two messages per sleep.
     assert paced < 2.5 / sleep
     assert est_paced.communication_["max_staleness"] <= 1
-    assert loose > 5 * paced
+    assert loose > 4 * paced  # measured 7-18x
     assert loose > 0.1 * free
     assert est_loose.communication_["max_staleness"] > 10
 
