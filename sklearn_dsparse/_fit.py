@@ -30,7 +30,8 @@ from .losses import loss_value
 from .newton import NewtonMaster, fit_newton
 from .solvers import GD, SOLVERS, row_margin
 from .sparsifiers import SPARSIFIERS
-from .step_size import (accelerated_parameters, auto_step_size, gram_top_eigenvalue,
+from .step_size import (accelerated_parameters, asynchronous_step_size,
+                        auto_max_staleness, auto_step_size, gram_top_eigenvalue,
                         minibatch_smoothness, quadratic_growth_constants,
                         row_norms_squared)
 
@@ -197,7 +198,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
                 fit_intercept, solver, n_workers, n_blocks, blocks_per_worker,
                 sparsifier, control_variates, batch_size, step_size, max_iter, tol,
                 random_state, verbose, coef_init, n_jobs=None,
-                master_address=None):
+                master_address=None, asynchronous=False, max_staleness="auto"):
     """Fit W; see the module docstring for the objective.
 
     ``X`` is CSR float64, ``Y`` (n_samples, n_outputs) float64, ``random_state``
@@ -206,7 +207,9 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     its pieces (Dask partitions, files) make the shards, in the tasks.
     ``objective_scale`` converts F to the estimator's own objective in
     ``history["objective"]``.  ``solver="newton"`` runs ``newton.fit_newton``;
-    the others run epochs of IBS rounds.
+    the others run epochs of IBS rounds, or with ``asynchronous`` (sgd only)
+    epochs of as many messages, each applied as it arrives
+    (``asynchronous.py``).
     """
     data = X if isinstance(X, RemoteData) else None
     if data is None:
@@ -231,6 +234,14 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     n_columns = (X if data is None else data).shape[1] + int(fit_intercept)
     partition = BlockPartition(n_columns, n_blocks)
     sparsifier = SPARSIFIERS[sparsifier](n_blocks, blocks_per_worker)
+    if asynchronous:
+        # The master's hbar is what keeps each worker's last estimate at its
+        # weight w_i whatever the arrival rates (asynchronous.py).
+        control_variates = True
+        max_staleness = auto_max_staleness(n_workers) if max_staleness == "auto" \
+            else int(max_staleness)
+    else:
+        max_staleness = None
     if control_variates == "auto":
         # When every block is sent the estimate is exact: nothing to remember.
         # Newton's compressed answers vanish at the optimum by themselves.
@@ -258,6 +269,8 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     elif step_size == "auto":
         L_F, L_b = smoothness_constants(problem, sample_weight)
         step_size = auto_step_size(sparsifier, weights, L_F, L_b)
+        if asynchronous:
+            step_size = asynchronous_step_size(step_size, max_staleness)
     problem.step_size = float(step_size)
 
     row_weights = sample_weight / total_weight
@@ -268,7 +281,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     # the objective at zero is diverging, even where it stays finite (the
     # logistic loss grows only linearly).
     divergence_bound = 10.0 * max(f0, objective(problem, np.zeros_like(W), row_weights))
-    engine = engine_for(n_jobs, master_address)
+    engine = engine_for(n_jobs, master_address, max_staleness)
     progress = Progress(verbose, solver, "epoch", max_iter)
     progress.start(n_workers, W.size)
     with engine:
@@ -304,6 +317,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
         W = engine.coef.copy()
         counters = engine.counters.copy()
         wire_bytes = engine.wire_bytes
+        statistics = engine.statistics
     progress.end(epoch, objective_scale * f, counters,
                  "converged" if converged else "stopped at max_iter")
     if not converged:
@@ -313,7 +327,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
             "max_iter, or the step size.", ConvergenceWarning, stacklevel=3)
     return FitResult(coef=W, n_iter=epoch, step_size=problem.step_size,
                      batch_size=problem.batch_size_used,
-                     communication=CommunicationStats(counters, wire_bytes),
+                     communication=CommunicationStats(counters, wire_bytes, statistics),
                      history=history.as_dict())
 
 

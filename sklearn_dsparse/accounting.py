@@ -67,15 +67,21 @@ class CommunicationStats(Mapping):
     ``blocks_sent`` (uplink blocks, all workers).  Engines that send real
     bytes add what they measured on the connections: ``wire_uplink_payload_bytes``
     (equal to ``uplink_bytes``), ``wire_uplink_framing_bytes`` and the same two
-    for the downlink (counted once per receiving process).
+    for the downlink (counted once per receiving process).  An asynchronous
+    fit counts each message as a round (one master update, and the model
+    sent back to its sender alone) and adds ``max_staleness`` and
+    ``mean_staleness`` (master updates between the model a message was
+    computed at and its application) and ``held_messages`` (messages the
+    staleness bound made wait).
     """
 
-    def __init__(self, counters, wire_bytes=None):
+    def __init__(self, counters, wire_bytes=None, statistics=None):
         totals = {name: int(v) for name, v in zip(COUNTERS, counters)}
         dense = totals["dense_uplink_bytes"]
         totals["uplink_ratio"] = totals["uplink_bytes"] / dense if dense else float("nan")
         for name, value in (wire_bytes or {}).items():
             totals["wire_" + name] = int(value)
+        totals.update(statistics or {})
         self._data = totals
 
     def __getitem__(self, key):

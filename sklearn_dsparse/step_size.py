@@ -185,3 +185,33 @@ def accelerated_parameters(mu, L, rho, step=None):
     s = np.sqrt(mu * eta / rho)
     alpha, beta, gamma = s / (1.0 + s), 1.0 - s, 1.0 / np.sqrt(mu * eta * rho)
     return eta, float(beta * (1.0 - alpha)), float(eta * alpha * (gamma - 1.0))
+
+
+def auto_max_staleness(n_workers):
+    """``max_staleness="auto"``: ``2 n - 1`` master updates.
+
+    Workers of equal speed see a staleness of about n - 1 (every other
+    worker's message is applied while one computes), so they do not wait; a
+    worker up to about twice as slow as the others holds nobody up.
+    """
+    return 2 * n_workers - 1
+
+
+def asynchronous_step_size(step, max_staleness):
+    """The asynchronous step: the synchronous rule's step over ``S + 1``.
+
+    Each message moves W by a whole step along ``hbar + w_i M_i`` (an
+    estimate of the full gradient whose parts are up to ``S`` updates old),
+    where a synchronous round moves it once for n messages.  Bounded-delay
+    analyses of incremental aggregated and delayed gradient methods take
+    steps of order ``1 / (L (S + 1))`` for delays up to S (Feyzmahdavian,
+    Aytekin & Johansson, "A delayed proximal gradient method with linear
+    convergence rate", MLSP 2014; Vanli, Gurbuzbalaban & Ozdaglar, "Global
+    convergence rate of proximal incremental aggregated gradient methods",
+    SIAM J. Optim. 2018; Stich & Karimireddy, "The error-feedback framework:
+    better rates for SGD with delayed gradients and compressed
+    communication", JMLR 2020); their constants are not this one, which
+    keeps n messages of ``S = n - 1`` at the synchronous round's step and is
+    checked by ``tests/test_asynchronous.py``.
+    """
+    return step / (max_staleness + 1)

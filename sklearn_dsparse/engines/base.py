@@ -36,6 +36,12 @@ class Engine:
         return self._counters
 
     @property
+    def statistics(self):
+        """What the engine measured beyond bytes: the staleness of an
+        asynchronous fit (empty for the synchronous engines)."""
+        return {}
+
+    @property
     def wire_bytes(self):
         """Bytes measured on real connections, by direction (empty in process)."""
         return {}

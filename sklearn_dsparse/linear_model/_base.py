@@ -49,6 +49,9 @@ class DistributedSparseMixin:
         "n_jobs": [Interval(Integral, None, -1, closed="right"),
                    Interval(Integral, 1, None, closed="left"), None],
         "master_address": [str, None],
+        "asynchronous": ["boolean"],
+        "max_staleness": [Interval(Integral, 0, None, closed="left"),
+                          StrOptions({"auto"})],
     }
 
     def _resolve_sparsifier(self):
@@ -68,6 +71,41 @@ class DistributedSparseMixin:
                     f"{name}={getattr(self, name)!r} applies to solver='saga', 'sgd' "
                     f"or 'gd'; solver='newton' uses every row and a line search. Set "
                     f"{name}='auto', or choose one of those solvers.")
+
+    def _check_asynchronous(self, sparsifier):
+        """What ``asynchronous=True`` needs (docs/method.md, "Asynchronous
+        ISGD"), or why it is refused."""
+        if not self.asynchronous:
+            if self.max_staleness != "auto":
+                raise ValueError(
+                    f"max_staleness={self.max_staleness!r} bounds the staleness of "
+                    "an asynchronous fit. Set asynchronous=True, or "
+                    "max_staleness='auto'.")
+            return
+        if self.solver != "sgd":
+            raise ValueError(
+                f"asynchronous=True runs asynchronous ISGD: it needs solver='sgd', "
+                f"not solver={self.solver!r} (whose rounds need every worker's "
+                "message, or a master that decides each round). Set solver='sgd', "
+                "or asynchronous=False.")
+        if sparsifier == "shared":
+            raise ValueError(
+                "sparsifier='shared' makes every worker replay one draw per round, "
+                "and an asynchronous fit has no rounds. Use sparsifier='independent', "
+                "'bernoulli' or 'none', or asynchronous=False.")
+        if self.control_variates is False:
+            raise ValueError(
+                "asynchronous=True needs the control variates: the master's mean of "
+                "them keeps each worker's last estimate at its weight, whatever the "
+                "order in which messages arrive (without it, fast workers' data "
+                "would count more). Set control_variates='auto' or True.")
+        if self.max_staleness != "auto" and self.max_staleness < self.n_workers - 1:
+            raise ValueError(
+                f"max_staleness={self.max_staleness} is below n_workers - 1 = "
+                f"{self.n_workers - 1}: while one worker computes, each of the "
+                "others' messages is applied, so workers of equal speed already "
+                f"see that staleness. Set max_staleness >= {self.n_workers - 1}, "
+                "or 'auto'.")
 
     def _check_asgd(self, loss, penalty, sparsifier, n_columns):
         """What ``solver="asgd"`` needs (docs/method.md, "Accelerated SGD"), or
@@ -220,6 +258,7 @@ class DistributedSparseMixin:
         self._check_solver_parameters()
         sparsifier, n_blocks, tau = self._resolve_blocks(n_samples, n_columns)
         self._check_asgd(loss, penalty, sparsifier, n_columns)
+        self._check_asynchronous(sparsifier)
         if not isinstance(X, RemoteData):
             X, Y = as_csr_float64(X), np.ascontiguousarray(Y, dtype=np.float64)
         n_outputs = X.targets.n_outputs if Y is None else Y.shape[1]
@@ -232,7 +271,8 @@ class DistributedSparseMixin:
             step_size=self.step_size, max_iter=self.max_iter, tol=self.tol,
             random_state=check_random_state(self.random_state),
             verbose=self.verbose, coef_init=self._warm_start_coef(n_columns, n_outputs),
-            n_jobs=self.n_jobs, master_address=self.master_address)
+            n_jobs=self.n_jobs, master_address=self.master_address,
+            asynchronous=self.asynchronous, max_staleness=self.max_staleness)
         self.n_iter_ = result.n_iter
         self.step_size_ = result.step_size
         self.batch_size_ = result.batch_size

@@ -133,6 +133,25 @@ default="auto"
         on this machine can reach: on a multi-host cluster (Dask), give an
         address of the driver that the cluster's nodes can reach.  An address
         that is not one of this machine's raises a ValueError at ``fit``.
+
+    asynchronous : bool, default=False
+        Asynchronous ISGD (``solver="sgd"`` only; docs/method.md,
+        "Asynchronous ISGD"): no rounds; the master applies each worker's
+        message as it arrives, with its weight, and sends the model back to
+        that worker alone.  Needs the control variates; "auto" turns them
+        on.  In process (``n_jobs=None``) arrival times are simulated from
+        the workers' streams, so the model depends on ``random_state`` only;
+        on loky or Dask it depends on the real arrival order.  An epoch is
+        ``n_workers`` times a synchronous epoch's rounds of messages, and
+        ``communication_`` counts each message as a round and adds
+        ``max_staleness``, ``mean_staleness`` and ``held_messages``.
+
+    max_staleness : int or "auto", default="auto"
+        With ``asynchronous=True``, the most master updates allowed between
+        the model a message was computed at and its application (at least
+        ``n_workers - 1``; "auto": ``2 * n_workers - 1``); a faster worker
+        waits rather than exceed it.  ``step_size="auto"`` is the
+        synchronous step divided by ``max_staleness + 1``.
 """
 
 SHARED_ATTRIBUTES = """\

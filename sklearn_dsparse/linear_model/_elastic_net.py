@@ -74,7 +74,8 @@ class DistributedSparseElasticNet(RegressorMixin, DistributedSparseRegressorMixi
                  n_workers=4, n_blocks="auto", blocks_per_worker="auto",
                  sparsifier="auto", control_variates="auto", batch_size="auto",
                  step_size="auto", max_iter=1000, tol=1e-4, random_state=None,
-                 verbose=0, warm_start=False, n_jobs=None, master_address=None):
+                 verbose=0, warm_start=False, n_jobs=None, master_address=None,
+                 asynchronous=False, max_staleness="auto"):
         self.alpha = alpha
         self.l1_ratio = l1_ratio
         self.fit_intercept = fit_intercept
@@ -93,6 +94,8 @@ class DistributedSparseElasticNet(RegressorMixin, DistributedSparseRegressorMixi
         self.warm_start = warm_start
         self.n_jobs = n_jobs
         self.master_address = master_address
+        self.asynchronous = asynchronous
+        self.max_staleness = max_staleness
 
     @property
     def sparse_coef_(self):
@@ -124,7 +127,8 @@ class DistributedSparseLasso(DistributedSparseElasticNet):
                  n_blocks="auto", blocks_per_worker="auto", sparsifier="auto",
                  control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
-                 warm_start=False, n_jobs=None, master_address=None):
+                 warm_start=False, n_jobs=None, master_address=None,
+                 asynchronous=False, max_staleness="auto"):
         super().__init__(
             alpha=alpha, l1_ratio=1.0, fit_intercept=fit_intercept, solver=solver,
             n_workers=n_workers, n_blocks=n_blocks,
@@ -132,4 +136,5 @@ class DistributedSparseLasso(DistributedSparseElasticNet):
             control_variates=control_variates, batch_size=batch_size,
             step_size=step_size, max_iter=max_iter, tol=tol,
             random_state=random_state, verbose=verbose, warm_start=warm_start,
-            n_jobs=n_jobs, master_address=master_address)
+            n_jobs=n_jobs, master_address=master_address,
+            asynchronous=asynchronous, max_staleness=max_staleness)

@@ -85,7 +85,8 @@ class DistributedSparseLogisticRegression(
                  blocks_per_worker="auto", sparsifier="auto",
                  control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
-                 warm_start=False, n_jobs=None, master_address=None):
+                 warm_start=False, n_jobs=None, master_address=None,
+                 asynchronous=False, max_staleness="auto"):
         self.C = C
         self.l1_ratio = l1_ratio
         self.class_weight = class_weight
@@ -105,6 +106,8 @@ class DistributedSparseLogisticRegression(
         self.warm_start = warm_start
         self.n_jobs = n_jobs
         self.master_address = master_address
+        self.asynchronous = asynchronous
+        self.max_staleness = max_staleness
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):

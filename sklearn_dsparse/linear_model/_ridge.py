@@ -63,7 +63,8 @@ class DistributedSparseRidge(RegressorMixin, DistributedSparseRegressorMixin,
                  n_blocks="auto", blocks_per_worker="auto", sparsifier="auto",
                  control_variates="auto", batch_size="auto", step_size="auto",
                  max_iter=1000, tol=1e-4, random_state=None, verbose=0,
-                 warm_start=False, n_jobs=None, master_address=None):
+                 warm_start=False, n_jobs=None, master_address=None,
+                 asynchronous=False, max_staleness="auto"):
         self.alpha = alpha
         self.fit_intercept = fit_intercept
         self.solver = solver
@@ -81,6 +82,8 @@ class DistributedSparseRidge(RegressorMixin, DistributedSparseRegressorMixin,
         self.warm_start = warm_start
         self.n_jobs = n_jobs
         self.master_address = master_address
+        self.asynchronous = asynchronous
+        self.max_staleness = max_staleness
 
     @staticmethod
     def _n_iter_as_scikit_learn(n_iter, y_ndim, n_targets):
