@@ -83,12 +83,12 @@ for decay, fits in problems.items():
 # ----------
 # When this was written: with scales 1 to 0.1, asgd reached 1e-8 in 118
 # rounds, sgd in 1453 (12 times more, for 12 times the bytes); with scales
-# 1 to 0.03, asgd in 422 and sgd not in 1600 (at 3e-5 there).  The
-# acceleration needs the interpolation: with noisy
-# targets or ``alpha > 0`` the gradient at the optimum is no longer zero and
-# asgd, like sgd, stops at a neighbourhood of it (method page, "Accelerated
-# SGD"), and with small batches on ill-conditioned data its strong growth
-# constant can make it slower than sgd.
+# 1 to 0.03, asgd in 422 and sgd not in 1600 (at 3e-5 there).  Not shown
+# here, where the claim stops: the acceleration needs the interpolation
+# (with noisy targets or ``alpha > 0`` the gradient at the optimum is no
+# longer zero and asgd, like sgd, stops at a neighbourhood of it; the method
+# page, "Accelerated SGD"), and with small batches on ill-conditioned data
+# its strong growth constant can make it slower than sgd.
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
 for ax, (decay, fits) in zip(axes, problems.items()):
