@@ -125,15 +125,14 @@ def to_target(est):
     return curve["rounds"][hit[0]], curve["seconds"][hit[0]]
 
 
-print(f"{'method':<22} {'engine':<15} {'fit':>7} {'ms/round':>8} "
-      f"{'rounds':>7} {'to ' + format(target, 'g'):>7}")
+print(f"{'method':<22} {'engine':<15} {'fit':>7} {'rounds':>7} "
+      f"{'to ' + format(target, 'g'):>7}")
 for method, runs in fits.items():
     for engine, repeats in runs.items():
         wall = np.median([seconds for _, seconds in repeats])
         rounds, seconds = np.median([to_target(est) for est, _ in repeats], axis=0)
-        per_round = 1e3 * wall / repeats[0][0].history_["rounds"][-1]
-        print(f"{method:<22} {engine:<15} {wall:>6.2f}s {per_round:>8.3f} "
-              f"{rounds:>7.0f} {seconds:>6.2f}s")
+        print(f"{method:<22} {engine:<15} {wall:>6.2f}s {rounds:>7.0f} "
+              f"{seconds:>6.2f}s")
 first, *later = fits["saga, 4 of 64 blocks"]["loky, n_jobs=2"]
 print(f"first loky fit {first[1]:.2f} s, its repeats "
       f"{np.median([seconds for _, seconds in later]):.2f} s: starting the "
@@ -144,21 +143,22 @@ print(f"first loky fit {first[1]:.2f} s, its repeats "
 # The curves
 # ----------
 # The last repeat of each fit; for saga also the first loky fit, whose
-# curve starts after the processes did.  On 2 cores, when this was written:
-# saga reached 1e-4 after 1603 rounds, 0.18 to 0.26 s of rounds in one
-# process and 0.49 to 0.63 s on loky (four runs of the script; a round of
-# 16 workers' small messages costs wake-ups and system calls, not bytes);
-# the first loky fit took 3.5 to 6.4 s against about 1 s for the later
-# ones, so starting and connecting the processes, and loading the compiled
-# kernels in them, cost 2.4 to 4.8 s, once per Python process.  The default
-# solver's 9 rounds to 1e-4 took 0.05 to 0.06 s in one process and 0.07 to
-# 0.10 s on loky: with tens of rounds, the processes cost little once started.
+# curve starts after the processes did.  On 2 cores, when this was written
+# (five runs of the script, on a machine shared with other jobs): saga
+# reached 1e-4 after 1603 rounds, 0.18 to 0.26 s of rounds in one process
+# and 0.49 to 0.85 s on loky (a round of 16 workers' small messages costs
+# wake-ups and system calls, not bytes); the first loky fit took 3.5 to
+# 6.4 s against about 1 s for the later ones, so starting and connecting
+# the processes, and loading the compiled kernels in them, cost 2.4 to
+# 4.8 s, once per Python process.  The default solver's 9 rounds to 1e-4
+# took 0.05 to 0.06 s in one process and 0.07 to 0.10 s on loky: with tens
+# of rounds, the processes cost little once started.
 #
 # For the paper's solvers ``history_["seconds"]`` counts the engine's start
 # and its rounds, not the step-size rule's eigenvalue problems or the
 # objective evaluations that ``history_`` itself needs, which is why a saga
-# fit's wall time (about 0.9 s) is well above its last record.  For
-# ``solver="newton"`` it is all the time since the fit started.
+# fit's wall time (0.6 to 0.9 s in one process) is well above its last
+# record.  For ``solver="newton"`` it is all the time since the fit started.
 
 fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharey="row")
 for row, (method, runs) in enumerate(fits.items()):
