@@ -143,16 +143,16 @@ print(f"first loky fit {first[1]:.2f} s, its repeats "
 # The curves
 # ----------
 # The last repeat of each fit; for saga also the first loky fit, whose
-# curve starts after the processes did.  On 2 cores, when this was written
-# (five runs of the script, on a machine shared with other jobs): saga
-# reached 1e-4 after 1603 rounds, 0.18 to 0.26 s of rounds in one process
-# and 0.49 to 0.85 s on loky (a round of 16 workers' small messages costs
-# wake-ups and system calls, not bytes); the first loky fit took 3.5 to
-# 6.4 s against about 1 s for the later ones, so starting and connecting
-# the processes, and loading the compiled kernels in them, cost 2.4 to
-# 4.8 s, once per Python process.  The default solver's 9 rounds to 1e-4
-# took 0.05 to 0.06 s in one process and 0.07 to 0.10 s on loky: with tens
-# of rounds, the processes cost little once started.
+# curve starts after the processes did.  The table above is this build's;
+# over six runs of the script on 2 cores shared with other jobs, saga's
+# 1603 rounds to 1e-4 took 0.18 to 0.26 s in one process and 0.49 to
+# 1.10 s on loky, 2 to 4 times as long (a round of 16 workers' small
+# messages costs wake-ups and system calls, not bytes); the first loky fit
+# took 3.5 to 6.4 s against 1.0 to 1.5 s for the later ones, so starting
+# and connecting the processes, and loading the compiled kernels in them,
+# cost 2.4 to 4.8 s, once per Python process.  The default solver's 9
+# rounds to 1e-4 took 0.05 to 0.13 s either way: with tens of rounds, the
+# processes cost little once started.
 #
 # For the paper's solvers ``history_["seconds"]`` counts the engine's start
 # and its rounds, not the step-size rule's eigenvalue problems or the
