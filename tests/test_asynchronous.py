@@ -168,3 +168,25 @@ def test_classifier_reaches_scikit_learns_optimum():
         max_iter=300, tol=0, random_state=0).fit(X, y)
     np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-6)
     np.testing.assert_allclose(est.intercept_, ref.intercept_, atol=1e-7)
+
+
+def test_on_dask_the_fit_reaches_the_optimum_in_real_arrival_order(sorted_ridge):
+    """The tasks on a Dask cluster, messages applied in the order they arrive
+    (which timing decides): with whole-shard batches the update is PIAG's,
+    whose limit is the exact optimum for any order within the bound."""
+    distributed = pytest.importorskip("distributed")
+    from joblib import parallel_config
+
+    X, y, w_star = sorted_ridge
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client, parallel_config(backend="dask"), \
+            distributed.get_task_stream(client) as tasks:
+        est = fit(X, y, batch_size=100, max_iter=300, n_jobs=2)
+    # The two worker tasks ran on the cluster's two workers.
+    assert len({task["worker"] for task in tasks.data}) == 2
+    assert relative_error(est, w_star) < 1e-9
+    stats = est.communication_
+    assert stats["rounds"] == 300 * 4
+    assert stats["max_staleness"] <= 2 * 4 - 1
+    assert stats["wire_downlink_payload_bytes"] == stats["downlink_bytes"]
