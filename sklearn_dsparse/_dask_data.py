@@ -56,6 +56,34 @@ def _client():
             "fit X.compute() in memory.") from None
 
 
+def map_rows(X, rows_function, n_columns, dtype):
+    """``rows_function`` (of an array of rows) on each partition of the Dask
+    collection X, where it lies: a Dask array of its results for a Dask
+    array (1-D when ``n_columns`` is None), a Dask Series or DataFrame with
+    X's index for a DataFrame.  Nothing is computed."""
+    import dask.array as da
+
+    if isinstance(X, da.Array):
+        if X.ndim == 2 and X.numblocks[1] > 1:
+            X = X.rechunk({1: -1})
+        if n_columns is None:
+            return X.map_blocks(rows_function, dtype=dtype, drop_axis=1,
+                                meta=np.empty((0,), dtype=dtype))
+        return X.map_blocks(rows_function, dtype=dtype, chunks=(X.chunks[0], (n_columns,)),
+                            meta=np.empty((0, 0), dtype=dtype))
+    import pandas as pd
+
+    def on_frame(frame):
+        out = rows_function(frame)
+        return (pd.Series(out, index=frame.index) if out.ndim == 1
+                else pd.DataFrame(out, index=frame.index))
+
+    meta = on_frame(X._meta) if len(X._meta) else (
+        pd.Series(np.empty(0, dtype=dtype)) if n_columns is None
+        else pd.DataFrame(np.empty((0, n_columns), dtype=dtype)))
+    return X.map_partitions(on_frame, meta=meta)
+
+
 # -- on the workers ---------------------------------------------------------
 
 def prepare_partition(X, y, sample_weight, index, columns, validation):

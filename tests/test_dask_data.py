@@ -222,3 +222,22 @@ def test_layout_of_logical_workers_over_partitions():
     # Runs of whole partitions, each ending nearest an equal share of rows.
     assert _split_runs([4, 5, 6, 7], np.array([10, 30, 10, 10]), 2) == [[4, 5], [6, 7]]
     assert _split_runs([0, 1, 2], np.array([100, 1, 1]), 3) == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize("task, kind", [("binary", "dense"), ("multinomial", "dataframe"),
+                                        ("two targets", "sparse")])
+def test_predictions_of_dask_collections_are_computed_where_they_lie(client, task, kind):
+    import dask
+
+    X, y = make_data(task, seed=6)
+    est = estimator(task).fit(X, y)
+    dX, _ = as_collection(X, y, kind)
+    methods = ["predict"] + (["decision_function", "predict_proba", "predict_log_proba"]
+                             if task != "two targets" else [])
+    for name in methods:
+        lazy = getattr(est, name)(dX)
+        assert dask.is_dask_collection(lazy)  # nothing computed yet
+        computed = np.asarray(lazy.compute())
+        # Row by row what the in-memory method gives on the same layout.
+        assert_array_equal(computed, getattr(est, name)(
+            sp.csr_matrix(X) if kind == "sparse" else X))

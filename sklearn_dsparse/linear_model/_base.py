@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._compat import (Interval, StrOptions, _check_feature_names,
                        _check_sample_weight, _fit_context)
-from .._dask_data import DaskData, RemoteData, is_dask_collection
+from .._dask_data import DaskData, RemoteData, is_dask_collection, map_rows
 from .._file_data import FileData, FileShards
 from .._fit import as_csr_float64, fit_dsparse
 from ._targets import RegressionTargets, TargetSummary
@@ -369,8 +369,12 @@ class DistributedSparseRegressorMixin(DistributedSparseMixin):
         raise NotImplementedError
 
     def predict(self, X):
-        """Predicted targets, shape (n_samples,) or (n_samples, n_targets)."""
+        """Predicted targets, shape (n_samples,) or (n_samples, n_targets);
+        for a Dask X, a Dask collection computed where X's partitions lie."""
         check_is_fitted(self)
+        if is_dask_collection(X):
+            return map_rows(X, self.predict, None if self.coef_.ndim == 1
+                            else self.coef_.shape[0], self.coef_.dtype)
         X = validate_data(self, X, accept_sparse="csr", reset=False,
                           dtype=[np.float64, np.float32])
         return safe_sparse_dot(X, self.coef_.T, dense_output=True) + self.intercept_

@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._compat import (Interval, LinearClassifierMixin, SparseCoefMixin, StrOptions,
                        _fit_context)
+from .._dask_data import is_dask_collection, map_rows
 from ..penalties import ElasticNetPenalty
 from ._base import DistributedSparseMixin
 from ._targets import ClassSummary, ClassTargets
@@ -171,9 +172,34 @@ class DistributedSparseLogisticRegression(
         return ElasticNetPenalty(l2=(1 - self.l1_ratio) * strength,
                                  l1=self.l1_ratio * strength), self.C * total_weight
 
-    def predict_proba(self, X):
-        """Probability of each class, columns in the order of ``classes_``."""
+    def decision_function(self, X):
+        """Confidence scores, shape (n_samples,) for two classes, else
+        (n_samples, n_classes); for a Dask X, a Dask collection computed
+        where X's partitions lie."""
         check_is_fitted(self)
+        if is_dask_collection(X):
+            return map_rows(X, self.decision_function, self._score_columns,
+                            self.coef_.dtype)
+        return super().decision_function(X)
+
+    def predict(self, X):
+        """Predicted class of each sample; for a Dask X, a Dask collection
+        computed where X's partitions lie."""
+        check_is_fitted(self)
+        if is_dask_collection(X):
+            return map_rows(X, self.predict, None, self.classes_.dtype)
+        return super().predict(X)
+
+    @property
+    def _score_columns(self):
+        return None if len(self.classes_) == 2 else len(self.classes_)
+
+    def predict_proba(self, X):
+        """Probability of each class, columns in the order of ``classes_``;
+        for a Dask X, a Dask collection computed where X's partitions lie."""
+        check_is_fitted(self)
+        if is_dask_collection(X):
+            return map_rows(X, self.predict_proba, len(self.classes_), self.coef_.dtype)
         scores = self.decision_function(X)
         if scores.ndim == 1:
             p = expit(scores)
@@ -183,6 +209,9 @@ class DistributedSparseLogisticRegression(
     def predict_log_proba(self, X):
         """Log of ``predict_proba``, computed stably."""
         check_is_fitted(self)
+        if is_dask_collection(X):
+            return map_rows(X, self.predict_log_proba, len(self.classes_),
+                            self.coef_.dtype)
         scores = self.decision_function(X)
         if scores.ndim == 1:
             scores = np.column_stack([np.zeros_like(scores), scores])
