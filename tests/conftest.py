@@ -37,3 +37,17 @@ def relative_error(est, coef, intercept):
     a = np.r_[np.ravel(est.coef_), np.ravel(est.intercept_)]
     b = np.r_[np.ravel(coef), np.ravel(intercept)]
     return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A Dask cluster of two worker processes on this machine, and its client
+    (the default one while the module's tests run)."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                       processes=True, host="127.0.0.1",
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()

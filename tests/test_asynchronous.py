@@ -170,18 +170,17 @@ def test_classifier_reaches_scikit_learns_optimum():
     np.testing.assert_allclose(est.intercept_, ref.intercept_, atol=1e-7)
 
 
-def test_on_dask_the_fit_reaches_the_optimum_in_real_arrival_order(sorted_ridge):
+def test_on_dask_the_fit_reaches_the_optimum_in_real_arrival_order(sorted_ridge,
+                                                                  dask_client):
     """The tasks on a Dask cluster, messages applied in the order they arrive
     (which timing decides): with whole-shard batches the update is PIAG's,
     whose limit is the exact optimum for any order within the bound."""
-    distributed = pytest.importorskip("distributed")
+    import distributed
     from joblib import parallel_config
 
     X, y, w_star = sorted_ridge
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client, parallel_config(backend="dask"), \
-            distributed.get_task_stream(client) as tasks:
+    with parallel_config(backend="dask"), \
+            distributed.get_task_stream(dask_client) as tasks:
         est = fit(X, y, batch_size=100, max_iter=300, n_jobs=2)
     # The two worker tasks ran on the cluster's two workers.
     assert len({task["worker"] for task in tasks.data}) == 2

@@ -152,18 +152,6 @@ def test_measured_wire_bytes():
     assert "wire_uplink_payload_bytes" not in fit("classifier", X, y).communication_
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-                                       processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
 @pytest.mark.parametrize("n_workers", [2, 7, 32])
 @pytest.mark.parametrize("layout", ["sparse", "dense"])
 @pytest.mark.parametrize("solver, kind", SOLVER_KINDS)
