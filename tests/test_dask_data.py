@@ -133,8 +133,10 @@ def test_unequal_partitions_reach_the_in_memory_optimum(client):
     np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-6)
     np.testing.assert_allclose(est.intercept_, ref.intercept_,
                                atol=1e-6 * np.linalg.norm(ref.coef_))
-    rows = [sum(chunks[j] for j in parts) for parts in est.shard_partitions_]
-    assert sorted(rows) == [100, 140, 240] or sorted(rows) == [140, 150, 190]
+    # Which worker holds which chunk is Dask's choice: whole partitions, each
+    # once, in 3 shards whatever it was.
+    assert len(est.shard_partitions_) == 3
+    assert sorted(j for parts in est.shard_partitions_ for j in parts) == [0, 1, 2, 3]
 
 
 def test_a_partition_with_one_class_is_fine_but_all_of_y_is_not(client):
