@@ -106,8 +106,7 @@ def prepare_partition(X, y, sample_weight, index, columns, validation):
 
 def summarize_partition(prepared, summary_type):
     X, dtype, y, sample_weight = prepared
-    return X.shape, dtype, summary_type(y, sample_weight), X.data.nbytes + \
-        X.indices.nbytes + X.indptr.nbytes
+    return X.shape, dtype, summary_type(y, sample_weight)
 
 
 def local_rows(shards, targets, row_scales):
@@ -167,12 +166,11 @@ class RemoteData:
 
     def _survey(self, reports):
         """Record the pieces' ``summarize_partition`` reports; check widths first."""
-        self.rows = np.array([shape[0] for shape, _, _, _ in reports])
+        self.rows = np.array([shape[0] for shape, _, _ in reports])
         self.n_samples = int(self.rows.sum())
         self.n_features = int(reports[0][0][1])
-        self.dtype = np.result_type(*[dtype for _, dtype, _, _ in reports])
-        self.summaries = [summary for _, _, summary, _ in reports]
-        self.nbytes = np.array([n for _, _, _, n in reports])
+        self.dtype = np.result_type(*[dtype for _, dtype, _ in reports])
+        self.summaries = [summary for _, _, summary in reports]
         summary = self.summaries[0]
         for other in self.summaries[1:]:
             summary = summary.merge(other)
@@ -200,8 +198,14 @@ class RemoteData:
     def total_weight(self):
         return float(self.shard_weight.sum())
 
+    def parts_of(self, workers):
+        """The pieces (``self.parts``) of the logical workers ``workers``,
+        worker by worker: what a task hosting them is given."""
+        return [[self.parts[j] for j in self.shard_partitions[i]] for i in workers]
+
     def release(self):
         """Let go of what the pieces hold on the cluster."""
+        self.parts = []
 
 
 class DaskData(RemoteData):
@@ -230,20 +234,21 @@ class DaskData(RemoteData):
         self.meta = getattr(X, "_meta", None)
         validation = dict(validation, estimator=type(estimator).__name__)
         prepare = delayed(prepare_partition, pure=False)
-        self.futures = self.client.compute(
+        # The prepared partitions, as futures: they stay where they are made.
+        self.parts = self.client.compute(
             [prepare(xp, yp, wp, j, columns, validation)
              for j, (xp, yp, wp) in enumerate(zip(x_parts, y_parts, w_parts))])
         reports = self.client.gather(self.client.map(
-            summarize_partition, self.futures, [summary_type] * n_parts, pure=False))
-        shapes = np.array([shape for shape, _, _, _ in reports])
+            summarize_partition, self.parts, [summary_type] * n_parts, pure=False))
+        shapes = np.array([shape for shape, _, _ in reports])
         if np.any(shapes[:, 1] != shapes[0, 1]):
             j = int(np.argmax(shapes[:, 1] != shapes[0, 1]))
             raise ValueError(
                 f"partition {j} of X has {shapes[j, 1]} columns where partition 0 "
                 f"has {shapes[0, 1]}: every partition needs the same columns.")
         self._survey(reports)
-        who_has = self.client.who_has(self.futures)
-        self.holders = [sorted(who_has[f.key])[0] for f in self.futures]
+        who_has = self.client.who_has(self.parts)
+        self.holders = [sorted(who_has[f.key])[0] for f in self.parts]
 
     def shard(self, targets, n_workers):
         """Lay ``n_workers`` logical workers over the partitions (module
@@ -278,18 +283,12 @@ class DaskData(RemoteData):
         run = uuid.uuid4().hex
         futures = [
             self.client.submit(
-                task, address, key, idle_timeout,
-                (t, [[self.futures[j] for j in self.shard_partitions[i]]
-                     for i in group]),
+                task, address, key, idle_timeout, (t, self.parts_of(group)),
                 workers=[host], allow_other_workers=False, pure=False,
                 key=f"sklearn-dsparse-task-{run}-{t}")
             for t, (group, host) in enumerate(zip(self.groups, self.task_hosts))]
         wait(futures)
         return [future.result() for future in futures]  # raises a task's error
-
-    def release(self):
-        """Let the cluster drop the prepared partitions."""
-        self.futures = []
 
 
 def _allot(rows, capacity, n_workers):

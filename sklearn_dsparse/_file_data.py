@@ -224,7 +224,7 @@ class FileData(RemoteData):
             delayed(survey_file)(path, read, validation, summary_type)
             for path in self.paths)
         reports = [report for report, _, _ in results]
-        widths = [shape[1] for shape, _, _, _ in reports]
+        widths = [shape[1] for shape, _, _ in reports]
         if source.format == "svmlight":
             read.update(self._svmlight_width(source, widths, [low for *_, low in results]))
             widths = [read["n_features"]] * len(widths)
@@ -285,7 +285,3 @@ class FileData(RemoteData):
                 f"{n_files}, or split the data into more files.")
         return self._set_shards(targets, _split_runs(list(range(n_files)), self.rows,
                                                      n_workers))
-
-    def parts_of(self, workers):
-        """The files of the logical workers ``workers``, worker by worker."""
-        return [[self.parts[j] for j in self.shard_partitions[i]] for i in workers]
