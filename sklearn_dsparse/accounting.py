@@ -39,22 +39,23 @@ def count_round(counters, n_workers, n_blocks_sent, n_values, n_blocks,
     counters[3] += n_workers * message_nbytes(n_blocks, n_parameters, n_blocks)
 
 
-def add_message(counters, n_blocks_sent, n_values, n_blocks, itemsize=VALUE_BYTES):
-    """``count_message`` for rounds driven from Python (``solver="newton"``),
-    which compile nothing; ``itemsize`` is the bytes of one value."""
-    counters[1] += message_nbytes.py_func(n_blocks_sent, n_values, n_blocks, itemsize)
+def add_message(counters, n_blocks_sent, n_blocks, payload_bytes):
+    """``count_message`` for rounds driven from Python (``solver="newton"``,
+    asynchronous rounds), which compile nothing: a message of
+    ``payload_bytes`` after its header and block ids."""
+    counters[1] += message_nbytes.py_func(n_blocks_sent, payload_bytes, n_blocks, 1)
     counters[4] += n_blocks_sent
 
 
-def add_round(counters, n_workers, n_blocks_sent, n_values, n_blocks, n_dense_values,
-              dense_itemsize=VALUE_BYTES):
-    """``count_round`` for rounds driven from Python; ``n_dense_values`` (of
-    ``dense_itemsize`` bytes) is what each worker's message would carry with
-    every block sent.  The broadcast is float64."""
+def add_round(counters, n_workers, n_blocks_sent, n_values, n_blocks,
+              dense_payload_bytes):
+    """``count_round`` for rounds driven from Python: the broadcast of
+    ``n_values`` float64 values, and ``dense_payload_bytes``, what each
+    worker's message would carry with every block sent."""
     counters[0] += 1
     counters[2] += n_workers * message_nbytes.py_func(n_blocks_sent, n_values, n_blocks)
-    counters[3] += n_workers * message_nbytes.py_func(n_blocks, n_dense_values, n_blocks,
-                                                      dense_itemsize)
+    counters[3] += n_workers * message_nbytes.py_func(n_blocks, dense_payload_bytes,
+                                                      n_blocks, 1)
 
 
 class CommunicationStats(Mapping):

@@ -160,8 +160,8 @@ class AsyncMaster:
         self.staleness_max = max(self.staleness_max, staleness)
         self.n_applied += 1
         # Up: this message; down: the model, to its sender alone.
-        add_message(self.counters, len(block_ids), values.size, m)
-        add_round(self.counters, 1, m, self.W.size, m, self.W.size)
+        add_message(self.counters, len(block_ids), m, values.nbytes)
+        add_round(self.counters, 1, m, self.W.size, m, self.W.nbytes)
 
     @property
     def statistics(self):

@@ -7,7 +7,10 @@ Wire layout, which every engine counts the same way:
 - one int32 id per block sent (little-endian), omitted when the message
   carries all m blocks (their order is then implied, as in dense averaging);
 - the values of those blocks, concatenated, in the model's dtype (float64, in
-  the machine's byte order: the nodes of a fit share one architecture).
+  the machine's byte order: the nodes of a fit share one architecture);
+  ``solver="newton"`` sends them as an int16 exponent and float16 codes
+  (``quantization``), followed by a few float64 or float32 values (its
+  ``tail``).
 
 A message of no blocks (a worker that sends nothing this round, with
 ``sparsifier="bernoulli"``; a broadcast when nobody sent) is its header alone,

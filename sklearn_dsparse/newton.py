@@ -4,16 +4,27 @@ the workers.
 Each iteration takes two kinds of round (``OP_VALUE_GRADIENT`` and
 ``OP_DIRECTION``):
 
-1. *value and gradient*: the master broadcasts W; worker i sends f_i(W) and
-   the gradient of f_i (dense); the master sums F and its gradient G exactly.
+1. *value and gradient*: the master broadcasts W; worker i sends f_i(W)
+   (float64) and the change of its gradient since its last message, in
+   float16 codes (``quantization``: error feedback, so that the master's
+   G = sum_i w_i h_i, h_i the sum of worker i's decoded changes, misses the
+   gradient by the rounding of the last change only, which vanishes at the
+   optimum); the master sums F exactly.
 2. *direction*: the master runs the first loop of L-BFGS on G (with the
    pseudo-gradient of the L1 part, see below) and broadcasts the result q;
    worker i answers ``D_i (H_i + mu_i I)^{-1} q``, its local Newton direction
    (``local_newton``) weighted by the diagonal D_i of its local Hessian,
-   compressed by the sparsifier like every message of the library
-   (``sparsifier="none"`` by default for this solver).  The master divides
-   the weighted average of the answers by ``sum_i w_i D_i`` and runs the
-   second loop of L-BFGS on the result.
+   in float16 codes, compressed by the sparsifier like every message of the
+   library (``sparsifier="none"`` by default for this solver).  The master
+   divides the weighted average of the answers by ``sum_i w_i D_i`` and runs
+   the second loop of L-BFGS on the result.
+
+A vector of float16 codes is a quarter of float64's bytes, and the rounds
+to the optimum are the same (``benchmarks/study_quantized_messages.py``).
+The master bounds G's rounding from the codes it received: a gradient
+known to less than ``GRADIENT_ACCURACY`` of its norm (after a step that
+gained almost everything, e.g. one worker on a quadratic) is asked again at
+the same point, each worker sending what rounding kept back.
 
 So the workers' inverse local Hessians, averaged, are the initial inverse
 Hessian of an L-BFGS on the master: GIANT (Wang, Roosta-Khorasani, Xu &
@@ -52,8 +63,9 @@ doubled while F keeps falling.
 The iteration stops when the estimated suboptimality, half the Newton
 decrement ``-slope / 2`` (the slope of F along the direction, about
 ``g^T H^{-1} g``), is at most ``tol^2 / 2`` times ``|F|``, provided the last
-step went as the model predicted (a unit step gaining 1/4 to 1.5 times the
-estimate) and the decreases of F, extrapolated geometrically from the last
+two steps went as the model predicted (a unit step gaining 1/4 to 1.5 times
+the estimate), the slope is measured to ``GRADIENT_ACCURACY`` through G's
+rounding, and the decreases of F, extrapolated geometrically from the last
 two, add up to no more than that either: where the averaged local Hessians
 miss a flat direction (small shards, nearly separable classes) the decrement
 alone reads small long before the optimum.  A ``tol`` below what rounding
@@ -67,6 +79,7 @@ import numpy as np
 
 from .accounting import COUNTERS, add_message, add_round
 from .local_newton import LocalProblem, LocalSolver
+from .quantization import FLOAT16
 from .sparsifiers import select_blocks
 
 OP_STOP, OP_VALUE_GRADIENT, OP_DIRECTION = 0, 1, 2
@@ -83,10 +96,26 @@ DAMPING_FACTOR = 4.0
 #: suboptimality -slope / 2 (a Newton step's) lowers the damping, one below
 #: ``POOR_STEP`` (or shortened by the line search) raises it.
 GOOD_STEP, POOR_STEP = 0.75, 0.25
-#: The type of the direction answers: they only precondition (the line
-#: search runs on the exact F and gradient, sent in float64), so rounding
-#: them costs no accuracy at the optimum, and saves a quarter of the uplink.
-ANSWER_DTYPE = np.dtype(np.float32)
+#: How the gradients (their changes since the worker's last message, with
+#: error feedback) and the direction answers travel (``quantization``):
+#: float16 codes and a power of two, a quarter of float64's bytes at the
+#: same rounds to the optimum (``benchmarks/study_quantized_messages.py``;
+#: int8 codes cost rounds, on news20 5 to 18 times as many).
+GRADIENT_FORMAT = FLOAT16
+ANSWER_FORMAT = FLOAT16
+#: The type of the values after the vectors: f_i (exact: the line search
+#: compares them), and the weights D_i, whose floor of ``LocalSolver.FLOOR``
+#: of their mean must not round to zero (the master divides by their sum).
+VALUE_DTYPE = np.dtype(np.float64)
+WEIGHTS_DTYPE = np.dtype(np.float32)
+#: The master's gradient must be known to this fraction of its norm before
+#: a direction is asked for; it is asked again at the same point (each
+#: worker sending what rounding kept back) at most ``MAX_REFINEMENTS`` times.
+GRADIENT_ACCURACY = 0.1
+MAX_REFINEMENTS = 3
+#: The stop needs this many steps in a row that went as the quadratic model
+#: said.
+HELD_STEPS = 2
 #: A unit step gaining more than ``EXPAND`` times the model's estimate is
 #: doubled while the objective falls, up to ``MAX_STEP``.
 EXPAND, MAX_STEP = 1.5, 2.0 ** 20
@@ -122,8 +151,9 @@ class NewtonWorkers:
     ``spec`` is what ``worker_spec`` builds.  ``respond(op, payload)`` runs a
     round: it returns, for each hosted worker in order, its message as
     ``(block_ids, n_blocks_sent, values, tail)``: ``values`` the blocks
-    sent, ``tail`` uncompressed values after them (a value-and-gradient
-    message's f_i; the weights D_i, when they change).
+    sent (``quantization.Quantized``: the gradient's change since the
+    worker's last one, or the direction answer), ``tail`` values after them
+    (a value-and-gradient message's f_i; the weights D_i, when they change).
     """
 
     def __init__(self, spec):
@@ -146,8 +176,12 @@ class NewtonWorkers:
             del rows
         self.solvers = [LocalSolver(pb) for pb in self.problems]
         self.rngs = [np.random.default_rng(s) for s in self.seeds]
-        self.h = np.zeros((len(self.problems), self.shape[0] * K)) \
+        size = self.shape[0] * K
+        self.h = np.zeros((len(self.problems), size)) \
             if self.use_control_variates else None
+        # Each worker's gradient as the master knows it: the sum of the
+        # changes it sent, decoded (error feedback, ``quantization``).
+        self.sent_gradients = np.zeros((len(self.problems), size))
         self.n_blocks = len(self.starts) - 1
         self.all_blocks = np.arange(self.n_blocks, dtype=np.int32)
         # Flat (n_columns * K) range of each block.
@@ -163,10 +197,12 @@ class NewtonWorkers:
 
     def _value_gradient(self, W):
         messages = []
-        for pb in self.problems:
+        for pb, sent in zip(self.problems, self.sent_gradients):
             value, grad = pb.value_gradient(W)
-            messages.append((self.all_blocks, self.n_blocks, grad.ravel(),
-                             np.array([value])))
+            change = GRADIENT_FORMAT.encode(grad.ravel() - sent)
+            sent += GRADIENT_FORMAT.decode(change)
+            messages.append((self.all_blocks, self.n_blocks, change,
+                             np.array([value], dtype=VALUE_DTYPE)))
         return messages
 
     def _directions(self, q, damping, refresh):
@@ -192,13 +228,13 @@ class NewtonWorkers:
             if self.h is not None:
                 # Send the change since the last answer on these blocks.
                 values = values - self.h[i, index]
-            values = (sparsifier.scale * values).astype(ANSWER_DTYPE)
+            values = ANSWER_FORMAT.encode(sparsifier.scale * values)
             if self.h is not None:
                 # Remember what the master adds (ISEGA's h_i; docs/method.md,
                 # "One round", step 6): the answer, as rounded on the way.
-                self.h[i, index] += values / sparsifier.scale
+                self.h[i, index] += ANSWER_FORMAT.decode(values) / sparsifier.scale
             tail = (solver.weights.ravel() if refresh else np.empty(0)).astype(
-                ANSWER_DTYPE)
+                WEIGHTS_DTYPE)
             messages.append((ids, n_sel, values, tail))
         return messages
 
@@ -231,10 +267,11 @@ class NewtonMaster:
 
     ``begin(op, payload)`` starts a round; the engine hands it every message
     (``receive``) in worker order, decoded or as the worker made it, and
-    ``finish`` returns the round's result: ``(F, G)`` for a
-    value-and-gradient round, the averaged direction for a direction round.
-    ``tail_length`` is how many uncompressed values end this round's
-    messages (what an engine needs to decode them).
+    ``finish`` returns the round's result: ``(F, G, error)`` for a
+    value-and-gradient round (``error`` bounds the norm of G's rounding), the
+    averaged direction for a direction round.  ``format``, ``tail_dtype``
+    and ``tail_length`` describe this round's messages (what an engine needs
+    to decode them).
     """
 
     def __init__(self, problem, counters):
@@ -247,22 +284,28 @@ class NewtonMaster:
         self.counters = counters
         self.hbar = np.zeros(self.size)
         self.balance = None  # sum_i w_i D_i
+        self.gradient = np.zeros(self.size)  # sum_i w_i (worker i's sent gradient)
 
     def begin(self, op, payload):
         self.op = op
-        self.tail_length = 1 if op == OP_VALUE_GRADIENT else (
-            self.size if payload[-1] != 0.0 else 0)
+        if op == OP_VALUE_GRADIENT:
+            self.format, self.tail_dtype, self.tail_length = \
+                GRADIENT_FORMAT, VALUE_DTYPE, 1
+        else:
+            self.format, self.tail_dtype = ANSWER_FORMAT, WEIGHTS_DTYPE
+            self.tail_length = self.size if payload[-1] != 0.0 else 0
         self.total = np.zeros(self.size)
         self.tails = np.zeros(self.tail_length)
-        self.value_dtype = np.dtype(np.float64) if op == OP_VALUE_GRADIENT \
-            else ANSWER_DTYPE
+        self.error = 0.0
         self.n_received = 0
 
-    def receive(self, worker, block_ids, n_sel, values, tail):
+    def receive(self, worker, block_ids, n_sel, quantized, tail):
         if worker != self.n_received:
             raise RuntimeError(f"expected worker {self.n_received}'s message, got "
                                f"worker {worker}'s")
         weight = self.weights[worker]
+        values = self.format.decode(quantized)
+        self.error += weight * self.format.error_bound(quantized)
         if n_sel == self.n_blocks:
             self.total += weight * values
         else:
@@ -272,16 +315,19 @@ class NewtonMaster:
                 self.total[lo:hi] += weight * values[pos:pos + hi - lo]
                 pos += hi - lo
         self.tails += weight * tail
-        add_message(self.counters, n_sel, values.shape[0] + tail.shape[0],
-                    self.n_blocks, self.value_dtype.itemsize)
+        add_message(self.counters, n_sel, self.n_blocks,
+                    self.format.nbytes(values.shape[0]) + tail.nbytes)
         self.n_received += 1
 
     def finish(self):
         n = len(self.weights)
         m = self.n_blocks
+        dense_payload = self.format.nbytes(self.size) + \
+            self.tail_length * self.tail_dtype.itemsize
         if self.op == OP_VALUE_GRADIENT:
-            add_round(self.counters, n, m, self.size, m, self.size + 1)
-            return self.tails[0], self.total
+            add_round(self.counters, n, m, self.size, m, dense_payload)
+            self.gradient += self.total
+            return self.tails[0], self.gradient.copy(), self.error
         if self.tail_length:
             self.balance = self.tails
         weighted = self.hbar + self.total
@@ -290,8 +336,7 @@ class NewtonMaster:
             # round", step 6).
             self.hbar += self.total / self.sparsifier.scale
         # The broadcast: q, the damping and the refresh flag.
-        add_round(self.counters, n, m, self.size + 2, m, self.size + self.tail_length,
-                  ANSWER_DTYPE.itemsize)
+        add_round(self.counters, n, m, self.size + 2, m, dense_payload)
         return weighted / self.balance
 
 
@@ -351,6 +396,13 @@ class _Memory:
         return r
 
 
+def _norm(v):
+    """The Euclidean norm; inf, without a warning, where data overflow the
+    loss (the line search then says so)."""
+    with np.errstate(over="ignore"):
+        return float(np.linalg.norm(v))
+
+
 def pseudo_gradient(G, w, l1, penalised):
     """The minimum-norm subgradient of F + l1 ||w||_1 (OWL-QN); G when l1 = 0."""
     if l1 == 0.0:
@@ -377,8 +429,8 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
         penalised[-shape[1]:] = False
 
     def evaluate(w):
-        F, G = engine.round(OP_VALUE_GRADIENT, w)
-        return F + l1 * float(np.sum(np.abs(w[penalised]))), G
+        F, G, error = engine.round(OP_VALUE_GRADIENT, w)
+        return F + l1 * float(np.sum(np.abs(w[penalised]))), G, error
 
     # The multinomial loss does not change when every class's margin moves
     # by the same amount: along those directions of the parameter rows that
@@ -397,17 +449,25 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
         return direction
 
     w = W0.ravel().copy()
-    F, G = evaluate(w)
+    F, G, error = evaluate(w)
     record(F, w.reshape(shape))
     memory = _Memory(MEMORY)
     damping = INITIAL_DAMPING if problem.n_workers > 1 else MIN_DAMPING
     decreases = [np.inf, np.inf]  # of F by the last two accepted steps
-    # Whether the last step went as the quadratic model said (a unit step
-    # gaining about what it predicted): only then does the decrement
-    # estimate the suboptimality.
-    model_held = False
+    # How many of the last steps in a row went as the quadratic model said
+    # (a unit step gaining about what it predicted): only then does the
+    # decrement estimate the suboptimality.
+    held = 0
     for iteration in range(1, max_iter + 1):
         pg = pseudo_gradient(G, w, l1, penalised)
+        # A step that gained almost everything leaves a gradient below the
+        # rounding of the change that carried it (one worker, a quadratic:
+        # the master reads G = 0 exactly): ask again where the model is.
+        for _ in range(MAX_REFINEMENTS):
+            if error <= GRADIENT_ACCURACY * _norm(pg):
+                break
+            _, G, error = evaluate(w)
+            pg = pseudo_gradient(G, w, l1, penalised)
         q, alphas = memory.first_loop(pg)
         refresh = iteration & (iteration - 1) == 0  # 1, 2, 4, 8, ...
         blocks_before = engine.counters[BLOCKS_SENT]
@@ -431,8 +491,12 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
             slope = -float(pg @ pg)
         # Below ROUNDING of |F| no decrease is measurable (nor the model's
         # fit): a tol that asks for less stops there.
+        # The slope is known to error * |direction|: a decrement read
+        # through a gradient that coarse is no reason to stop.
+        measured = error * _norm(direction) <= \
+            GRADIENT_ACCURACY * -slope
         if -slope / 2 <= ROUNDING * abs(F) or (
-                model_held and max(-slope / 2, _tail(*decreases))
+                held >= HELD_STEPS and measured and max(-slope / 2, _tail(*decreases))
                 <= tol * tol / 2 * abs(F)):
             return w.reshape(shape), iteration - 1, True, None
         orthant = np.where(w != 0, np.sign(w), -np.sign(pg))
@@ -441,7 +505,7 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
             trial = w + step * direction
             if l1 > 0.0:
                 trial[penalised & (np.sign(trial) != orthant)] = 0.0
-            F_trial, G_trial = evaluate(trial)
+            F_trial, G_trial, error_trial = evaluate(trial)
             if F_trial <= F + ARMIJO * float(pg @ (trial - w)):
                 break
             step *= 0.5
@@ -460,15 +524,16 @@ def fit_newton(engine, problem, W0, *, tol, max_iter, record, report):
             longer = w + 2.0 * step * direction
             if l1 > 0.0:
                 longer[penalised & (np.sign(longer) != orthant)] = 0.0
-            F_longer, G_longer = evaluate(longer)
+            F_longer, G_longer, error_longer = evaluate(longer)
             if not F_longer < F_trial:
                 break
-            step, trial, F_trial, G_trial = 2.0 * step, longer, F_longer, G_longer
+            step, trial, F_trial, G_trial, error_trial = \
+                2.0 * step, longer, F_longer, G_longer, error_longer
         damping = _next_damping(damping, ratio, min(step, 1.0))
         decreases = [decreases[1], F - F_trial]
-        model_held = step == 1.0 and POOR_STEP <= ratio <= EXPAND
+        held = held + 1 if step == 1.0 and POOR_STEP <= ratio <= EXPAND else 0
         memory.add(trial - w, G_trial - G)
-        w, F, G = trial, F_trial, G_trial
+        w, F, G, error = trial, F_trial, G_trial, error_trial
         record(F, w.reshape(shape))
         report(iteration, F, -slope, step)
     return w.reshape(shape), max_iter, False, None

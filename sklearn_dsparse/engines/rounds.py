@@ -101,7 +101,7 @@ def _host_rounds(conn, shards=None):
         for worker, (ids, n_sel, values, tail) in zip(
                 workers.worker_ids, workers.respond(op, payload.copy())):
             n_ids = 0 if n_sel == n_blocks else n_sel  # all blocks: no ids
-            conn.send_bytes(encode(worker, rnd, ids, n_ids, values, tail))
+            conn.send_bytes(encode(worker, rnd, ids, n_ids, values.as_bytes(), tail))
 
 
 def serve_rounds(address, authkey, idle_timeout, local=None):
@@ -179,15 +179,16 @@ class JoblibRoundEngine(TaskEngine):
                     np.all(ids < m) and np.all(ids >= 0):
                 n_sel, ids = (m, self._all_blocks) if n_ids == 0 else (n_ids, ids)
                 start = HEADER_BYTES + 4 * n_ids
-                dtype = self.master.value_dtype
-                if n_ids == 0 and frame.nbytes == \
-                        start + self.master.tail_length * dtype.itemsize:
+                master = self.master
+                tail_bytes = master.tail_length * master.tail_dtype.itemsize
+                if n_ids == 0 and frame.nbytes == start + tail_bytes:
                     n_sel, ids = 0, ids[:0]  # no blocks (messages.py): the tail only
-                n_values = int(np.sum(self._sizes[ids])) + self.master.tail_length
-                if frame.nbytes == start + n_values * dtype.itemsize:
-                    data = frame[start:].copy().view(dtype)
-                    split = n_values - self.master.tail_length
-                    return ids, n_sel, data[:split], data[split:]
+                n_values = int(np.sum(self._sizes[ids]))
+                end = start + master.format.nbytes(n_values)
+                if frame.nbytes == end + tail_bytes:
+                    values = master.format.from_bytes(frame[start:end], n_values)
+                    tail = np.frombuffer(frame[end:].tobytes(), dtype=master.tail_dtype)
+                    return ids, n_sel, values, tail
         raise WorkerProcessError(
             f"expected the message of worker {worker} in round {self._rounds}, got "
             f"{frame.nbytes} bytes that are not: the workers run another version of "
