@@ -27,13 +27,14 @@ from .accounting import COUNTERS, CommunicationStats, History, new_counters
 from .blocks import BlockPartition
 from .engines import engine_for, round_engine_for
 from .losses import loss_value
+from .master import constant_acceleration, convex_acceleration
 from .newton import NewtonMaster, fit_newton
 from .solvers import GD, SOLVERS, row_margin
 from .sparsifiers import SPARSIFIERS
 from .step_size import (accelerated_parameters, asynchronous_step_size,
                         auto_max_staleness, auto_step_size, gram_top_eigenvalue,
                         minibatch_smoothness, quadratic_growth_constants,
-                        row_norms_squared)
+                        row_norms_squared, separable_growth_estimate)
 
 
 @dataclass
@@ -58,9 +59,8 @@ class Problem:
     #: The rows when they live elsewhere (``_dask_data.RemoteData``: Dask
     #: partitions, files the tasks read).
     data: object = None
-    # solver="asgd"'s step coefficients (master.py); 0 for the others.
-    momentum: float = 0.0
-    lookahead: float = 0.0
+    # solver="asgd"'s step coefficients (master.ACCELERATION); None for the others.
+    acceleration: np.ndarray = None
 
     @property
     def accelerated(self):
@@ -265,7 +265,7 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
     if batch_size == "auto" and not _lazy.possible(problem):
         problem.batch_size = auto_batch_size(X, n_workers, n_columns)
     if solver == "asgd":
-        step_size = _accelerate(problem, step_size)
+        step_size = _accelerate(problem, step_size, sample_weight)
     elif step_size == "auto":
         L_F, L_b = smoothness_constants(problem, sample_weight)
         step_size = auto_step_size(sparsifier, weights, L_F, L_b)
@@ -331,25 +331,32 @@ def fit_dsparse(X, Y, sample_weight, *, loss, penalty, objective_scale,
                      history=history.as_dict())
 
 
-def _accelerate(problem, step_size):
-    """Set asgd's momentum and look-ahead on ``problem``; return its step."""
+def _accelerate(problem, step_size, sample_weight):
+    """Set asgd's schedule on ``problem`` (docs/method.md, "Accelerated SGD");
+    return its step.
+
+    A constant Hessian (the squared loss) gives mu, L and rho exactly, on the
+    span the iterates' error lives in: the strongly convex schedule.
+    Otherwise (the logistic loss) the convex schedule, with L the smoothness
+    of F and rho the estimate of ``separable_growth_estimate``.
+    """
     pb = problem
+    eta = None if step_size == "auto" else float(step_size)
+    if not pb.loss.constant_curvature:
+        L_F, L_b = smoothness_constants(pb, sample_weight)
+        rho = separable_growth_estimate(pb.sparsifier.scale, L_F, L_b)
+        pb.acceleration = convex_acceleration(rho)
+        return 1.0 / (rho * L_F) if eta is None else eta
     mu, L, rho = quadratic_growth_constants(
         pb.X, pb.c, pb.shard_starts, pb.weights, pb.penalty.l2, pb.fit_intercept,
         pb.batch_size, pb.sparsifier.scale)
-    if not np.isfinite(rho):
-        raise ValueError(
-            f"solver='asgd' needs a strongly convex objective, and the smallest "
-            f"eigenvalue of its Hessian is {mu:.3g} (largest {L:.3g}): there are "
-            "fewer independent rows than features, or collinear features. Add a "
-            "penalty (alpha > 0), or use solver='sgd' or 'newton'.")
-    eta = None if step_size == "auto" else float(step_size)
     if eta is not None and not mu * eta * rho < 1.0:
         raise ValueError(
             f"step_size={eta:.4g} is too large for solver='asgd': its sequences "
             f"need step_size < 1 / (mu rho) = {1.0 / (mu * rho):.4g} (mu = {mu:.4g}, "
             f"rho = {rho:.4g}). Set a smaller step_size or step_size='auto'.")
-    eta, pb.momentum, pb.lookahead = accelerated_parameters(mu, L, rho, eta)
+    eta, momentum, lookahead = accelerated_parameters(mu, L, rho, eta)
+    pb.acceleration = constant_acceleration(momentum, lookahead)
     return eta
 
 

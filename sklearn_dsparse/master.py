@@ -15,8 +15,13 @@ w = W - d.  Its step, from the same A,
     d+ = momentum d - lookahead A,    W+ = W - step A + d+,
 
 moves every block (d decays on blocks nobody sent), so the same broadcast
-gives every node the same y, w and d.  ``momentum = lookahead = 0`` is the
-plain step.
+gives every node the same y, w and d.  The coefficients come from
+``acceleration``, a float64 array every node holds (``ACCELERATION``
+fields): constant ones (the strongly convex schedule), or, when its
+``CONVEX_RHO`` is positive, the convex schedule's, which depend on the
+number of rounds taken; that count lives in the array and every node
+advances its own copy once a step, so all nodes agree without sending it.
+No ``acceleration`` is the plain step.
 
 W, hbar and A are (n_columns, n_outputs) C-contiguous arrays (1-D with one
 output, see ``_layout``), so block b is the flat range
@@ -25,10 +30,47 @@ from 0: an index the compiler knows is non-negative needs no wraparound, and
 the loop vectorises (7x faster than indexing the whole array from ``lo``).
 """
 
+import numpy as np
 from numba import njit
 
 from ._layout import flat, n_outputs
 from .penalties import soft_threshold
+
+#: The fields of ``acceleration``.
+ACCELERATION = (MOMENTUM, LOOKAHEAD, CONVEX_RHO, ROUNDS_TAKEN) = range(4)
+
+
+def constant_acceleration(momentum, lookahead):
+    """``acceleration`` of the strongly convex schedule: fixed coefficients."""
+    return np.array([momentum, lookahead, 0.0, 0.0])
+
+
+def convex_acceleration(rho):
+    """``acceleration`` of the convex schedule with strong growth constant
+    ``rho``, before its first round (``round_coefficients``)."""
+    return np.array([0.0, 0.0, rho, 0.0])
+
+
+@njit(cache=True)
+def round_coefficients(acceleration, step):
+    """(momentum, lookahead) of this round; the convex schedule advances its
+    count of rounds.
+
+    The convex schedule is Vaswani, Bach & Schmidt's accelerated SGD for
+    convex functions under the strong growth condition with constant rho
+    (docs/method.md, "Accelerated SGD"): alpha_k = 2 / (k + 2), beta = 1,
+    gamma_k = 1 / (rho alpha_k), which in (y, d) reads
+    ``momentum_k = k / (k + 3)`` and
+    ``lookahead_k = step (k + 2 - 2 rho) / (rho (k + 3))``.
+    """
+    if acceleration is None:
+        return 0.0, 0.0
+    rho = acceleration[CONVEX_RHO]
+    if rho > 0.0:
+        k = acceleration[ROUNDS_TAKEN]
+        acceleration[ROUNDS_TAKEN] = k + 1.0
+        return k / (k + 3.0), step * (k + 2.0 - 2.0 * rho) / (rho * (k + 3.0))
+    return acceleration[MOMENTUM], acceleration[LOOKAHEAD]
 
 
 @njit(cache=True)
@@ -59,10 +101,10 @@ def aggregate_message(A, touched, block_list, n_selected, starts, values, weight
 
 @njit(cache=True, inline="always")
 def _step_block(w_b, hb_b, a_b, sent, n_penalised_b, step, threshold,
-                use_control_variates, cv_fraction, momentum, lookahead):
+                use_control_variates, cv_fraction, accelerated, momentum, lookahead):
     """The step on one block: ``a_b`` is A on it when it was sent."""
     size = w_b.shape[0]
-    if momentum != 0.0 or lookahead != 0.0:
+    if accelerated:
         if sent:
             for i in range(size):
                 hb_b[i] = momentum * hb_b[i] - lookahead * a_b[i]
@@ -89,7 +131,7 @@ def _step_block(w_b, hb_b, a_b, sent, n_penalised_b, step, threshold,
 
 @njit(cache=True)
 def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
-                use_control_variates, cv_fraction, momentum=0.0, lookahead=0.0):
+                use_control_variates, cv_fraction, acceleration=None):
     """Apply the round to W (and hbar); clear ``touched`` for the next round.
 
     Returns the number of blocks and of values in the broadcast message.
@@ -101,7 +143,9 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
     hb = flat(hbar)
     a = flat(A)
     n_penalised = (W.shape[0] - 1 if fit_intercept else W.shape[0]) * K
-    every_block_moves = use_control_variates or l1 > 0.0 or momentum != 0.0
+    accelerated = acceleration is not None
+    momentum, lookahead = round_coefficients(acceleration, step)
+    every_block_moves = use_control_variates or l1 > 0.0 or accelerated
     n_blocks_sent = 0
     n_values_sent = 0
     for b in range(touched.shape[0]):
@@ -112,7 +156,8 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
         hi = starts[b + 1] * K
         _step_block(w[lo:hi], hb[lo:hi], a[lo:hi], sent,
                     max(min(hi, n_penalised) - lo, 0), step, step * l1,
-                    use_control_variates, cv_fraction, momentum, lookahead)
+                    use_control_variates, cv_fraction, accelerated, momentum,
+                    lookahead)
         if sent:
             n_blocks_sent += 1
             n_values_sent += hi - lo
@@ -123,7 +168,7 @@ def master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
 @njit(cache=True)
 def step_from_broadcast(W, hbar, block_ids, n_blocks_sent, values, starts, step,
                         l1, fit_intercept, use_control_variates, cv_fraction,
-                        momentum=0.0, lookahead=0.0):
+                        acceleration=None):
     """``master_step`` with A given as the broadcast message itself: the blocks
     ``block_ids[:n_blocks_sent]`` (increasing) and their concatenated values.
 
@@ -135,7 +180,9 @@ def step_from_broadcast(W, hbar, block_ids, n_blocks_sent, values, starts, step,
     w = flat(W)
     hb = flat(hbar)
     n_penalised = (W.shape[0] - 1 if fit_intercept else W.shape[0]) * K
-    every_block_moves = use_control_variates or l1 > 0.0 or momentum != 0.0
+    accelerated = acceleration is not None
+    momentum, lookahead = round_coefficients(acceleration, step)
+    every_block_moves = use_control_variates or l1 > 0.0 or accelerated
     j = 0
     pos = 0
     for b in range(starts.shape[0] - 1):
@@ -150,4 +197,5 @@ def step_from_broadcast(W, hbar, block_ids, n_blocks_sent, values, starts, step,
             continue
         _step_block(w[lo:hi], hb[lo:hi], a_b, sent,
                     max(min(hi, n_penalised) - lo, 0), step, step * l1,
-                    use_control_variates, cv_fraction, momentum, lookahead)
+                    use_control_variates, cv_fraction, accelerated, momentum,
+                    lookahead)

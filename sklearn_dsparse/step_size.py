@@ -113,6 +113,10 @@ def _with_intercept(X, fit_intercept):
     return X
 
 
+#: Eigenvalues of H below this fraction of the largest are its null space.
+RANK_TOLERANCE = 1e-10
+
+
 def quadratic_growth_constants(X, c, shard_starts, weights, l2, fit_intercept,
                                batch, scale):
     """(mu, L, rho) of a squared loss under ``solver="asgd"``'s estimate.
@@ -128,10 +132,18 @@ def quadratic_growth_constants(X, c, shard_starts, weights, l2, fit_intercept,
     R_i the shard's mean of the rows' Hessians ``c_r x_r x_r^T``, H_i = R_i +
     l2 (coefficients only), S_i the mean of their squares
     ``c_r^2 ||x_r||^2 x_r x_r^T`` and ``beta_i = (N_i - b) / (b (N_i - 1))``
-    (b of N_i rows without replacement).  mu and L are the extreme
-    eigenvalues of H = sum_i w_i H_i, and the strong growth constant of
-    Vaswani, Bach & Schmidt, E ||g||^2 <= rho ||grad F||^2, is the largest
-    eigenvalue of H^-1 M H^-1.  (docs/method.md, "Accelerated SGD".)
+    (b of N_i rows without replacement), H = sum_i w_i H_i.
+
+    Every Hhat_i vanishes on the null space of H (the directions orthogonal
+    to every row, when there are fewer independent rows than parameters), so
+    F, g and the part of y - x* in the range of H evolve on their own: the
+    sequences' guarantee holds on that range, whatever the rest does.  mu and
+    L are the smallest and largest eigenvalues of H on it (mu the smallest
+    non-zero one: the restricted strong convexity), and the strong growth
+    constant of Vaswani, Bach & Schmidt, E ||g||^2 <= rho ||grad F||^2 for e
+    in the range, is the largest eigenvalue of ``Lambda^-1 Q^T M Q Lambda^-1``
+    (``H = Q Lambda Q^T`` on the range).  It bounds E ||P g||^2, the part of
+    the noise the range sees, from above.  (docs/method.md, "Accelerated SGD".)
     """
     Xt = _with_intercept(X, fit_intercept)
     d = Xt.shape[1]
@@ -153,12 +165,33 @@ def quadratic_growth_constants(X, c, shard_starts, weights, l2, fit_intercept,
         H += w * H_i
         M += w * w * (scale * (H_i2 + beta * (S - R @ R)) - H_i2)
     M += H @ H
-    eigenvalues = np.linalg.eigvalsh(H)
-    mu, L = float(eigenvalues[0]), float(eigenvalues[-1])
-    if not mu > 1e-12 * L:
-        return max(mu, 0.0), L, np.inf
-    rho = float(linalg.eigh(M, H @ H, eigvals_only=True)[-1])
-    return mu, L, max(rho, 1.0)
+    eigenvalues, Q = np.linalg.eigh(H)
+    L = float(eigenvalues[-1])
+    in_range = eigenvalues > RANK_TOLERANCE * L
+    if not np.any(in_range):
+        return 0.0, L, np.inf
+    lam, Q = eigenvalues[in_range], Q[:, in_range]
+    scaled = (Q.T @ M @ Q) / np.outer(lam, lam)
+    rho = float(np.linalg.eigvalsh((scaled + scaled.T) / 2)[-1])
+    return float(lam[0]), L, max(rho, 1.0)
+
+
+def separable_growth_estimate(scale, smoothness_F, smoothness_estimate):
+    """rho of ``solver="asgd"`` for a loss without a constant Hessian (the
+    logistic loss on separable data): ``scale L_b / L_F``.
+
+    Exact in two cases: one worker sending all its rows' gradient (rho = 1,
+    Nesterov's method) and one worker compressing it (E ||D g||^2 = scale
+    ||g||^2: rho = m / tau); ``L_b / L_F`` is the minibatch's and the shards'
+    excess smoothness, as in sgd's step rule.  An estimate, not a bound: on
+    separable data the ratio E ||g||^2 / ||grad F||^2 grows as the iterates
+    approach the max-margin direction (where the shards' gradients cancel),
+    while the constant the descent step needs, E[g^T grad^2 F g] /
+    (L ||grad F||^2), falls, the curvature vanishing with the loss;
+    ``benchmarks/study_asgd_interpolation.py`` measures both.
+    (docs/method.md, "Accelerated SGD".)
+    """
+    return max(scale * smoothness_estimate / smoothness_F, 1.0)
 
 
 def accelerated_parameters(mu, L, rho, step=None):

@@ -18,7 +18,8 @@ from sklearn_dsparse.blocks import BlockPartition
 from sklearn_dsparse.engines._transport import frame_at
 from sklearn_dsparse.engines.joblib import (COMMAND_FRAME_BYTES, _apply_broadcast,
                                             _max_frame_bytes, _write_broadcast)
-from sklearn_dsparse.master import master_step
+from sklearn_dsparse.master import (constant_acceleration, convex_acceleration,
+                                    master_step)
 from sklearn_dsparse.messages import HEADER_BYTES, read_header
 from sklearn_dsparse.step_size import accelerated_parameters
 
@@ -127,6 +128,23 @@ def test_a_broadcast_is_refused_unless_it_is_the_rounds_with_increasing_blocks()
     assert not ok and not W.any()  # refused before touching W
 
 
+def _broadcast_step(W, d, A, touched, rnd, eta, acceleration):
+    """A node's step from the broadcast frame of A (the joblib engine's)."""
+    starts = PARTITIONS["overlapping"]
+    values_at = -(-(COMMAND_FRAME_BYTES + _max_frame_bytes(N_BLOCKS, 0)) // 8) * 8
+    out = np.zeros(values_at + 8 * N_COLUMNS, dtype=np.uint8)
+    A_in_frame = out[values_at:].view(np.float64)
+    A_in_frame[:] = A
+    ids = np.empty(N_BLOCKS, dtype=np.int32)
+    begin, end, _, _, _ = _write_broadcast(out, values_at, A_in_frame,
+                                           touched.copy(), starts, rnd, ids)
+    offset, length, _ = frame_at(out, begin, end)
+    assert _apply_broadcast(out[offset:end], rnd, W, d, starts,
+                            np.arange(N_BLOCKS, dtype=np.int32),
+                            np.empty(N_BLOCKS, np.int32), np.empty(N_COLUMNS), eta,
+                            0.0, True, False, 1.0, acceleration)
+
+
 def test_accelerated_step_is_the_three_sequences_of_asgd():
     """asgd's step on (y, d = y - w) is Vaswani et al.'s w, v, y recursion
     (docs/method.md, "Accelerated SGD"), written out here with v, on every
@@ -136,6 +154,7 @@ def test_accelerated_step_is_the_three_sequences_of_asgd():
     starts = PARTITIONS["overlapping"]
     mu, L, rho = 0.05, 2.0, 1.7
     eta, momentum, lookahead = accelerated_parameters(mu, L, rho)
+    acceleration = constant_acceleration(momentum, lookahead)
     s = np.sqrt(mu * eta / rho)
     alpha, beta, gamma = s / (1 + s), 1 - s, 1 / np.sqrt(mu * eta * rho)
     w, v = rng.standard_normal(N_COLUMNS), rng.standard_normal(N_COLUMNS)
@@ -145,7 +164,7 @@ def test_accelerated_step_is_the_three_sequences_of_asgd():
         A = rng.standard_normal(N_COLUMNS) * np.repeat(touched, np.diff(starts))
         W_ref, d_ref = W.copy(), d.copy()
         master_step(W_ref, d_ref, A.copy(), touched.copy(), starts, eta, 0.0, True,
-                    False, 1.0, momentum, lookahead)
+                    False, 1.0, acceleration)
         # The oracle, with v.
         w_next = y - eta * A
         v = beta * v + (1 - beta) * y - gamma * eta * A
@@ -153,20 +172,41 @@ def test_accelerated_step_is_the_three_sequences_of_asgd():
         w = w_next
         assert_allclose(W_ref, y, rtol=1e-12, atol=1e-12)
         assert_allclose(W_ref - d_ref, w, rtol=1e-12, atol=1e-12)
-        # A node, from the broadcast frame.
-        values_at = -(-(COMMAND_FRAME_BYTES + _max_frame_bytes(N_BLOCKS, 0)) // 8) * 8
-        out = np.zeros(values_at + 8 * N_COLUMNS, dtype=np.uint8)
-        A_in_frame = out[values_at:].view(np.float64)
-        A_in_frame[:] = A
-        ids = np.empty(N_BLOCKS, dtype=np.int32)
-        begin, end, _, _, _ = _write_broadcast(out, values_at, A_in_frame,
-                                               touched.copy(), starts, rnd, ids)
-        offset, length, _ = frame_at(out, begin, end)
         W_node, d_node = W.copy(), d.copy()
-        assert _apply_broadcast(out[offset:end], rnd, W_node, d_node, starts,
-                                np.arange(N_BLOCKS, dtype=np.int32),
-                                np.empty(N_BLOCKS, np.int32), np.empty(N_COLUMNS), eta,
-                                0.0, True, False, 1.0, momentum, lookahead)
+        _broadcast_step(W_node, d_node, A, touched, rnd, eta, acceleration)
         assert_array_equal(W_node, W_ref)
         assert_array_equal(d_node, d_ref)
         W, d = W_ref, d_ref
+
+
+def test_convex_schedule_is_the_sequences_with_alpha_two_over_k_plus_two():
+    """The convex schedule (docs/method.md, "Accelerated SGD"): y_k = alpha_k
+    v_k + (1 - alpha_k) w_k, w_{k+1} = y_k - eta g, v_{k+1} = v_k - eta /
+    (rho alpha_k) g with alpha_k = 2 / (k + 2), from w_0 = v_0; the master and
+    a node each count the rounds in their own copy of the coefficients and
+    agree bit for bit."""
+    rng = np.random.default_rng(7)
+    starts = PARTITIONS["overlapping"]
+    eta, rho = 0.3, 2.5
+    master, node = convex_acceleration(rho), convex_acceleration(rho)
+    w = rng.standard_normal(N_COLUMNS)
+    v, y = w.copy(), w.copy()
+    W, d = w.copy(), np.zeros(N_COLUMNS)
+    for rnd in range(12):
+        touched = list(unions(rng))[rnd % 4]
+        A = rng.standard_normal(N_COLUMNS) * np.repeat(touched, np.diff(starts))
+        W_ref, d_ref = W.copy(), d.copy()
+        master_step(W_ref, d_ref, A.copy(), touched.copy(), starts, eta, 0.0, True,
+                    False, 1.0, master)
+        alpha = 2 / (rnd + 2)
+        w = y - eta * A
+        v = v - eta / (rho * alpha) * A
+        y = 2 / (rnd + 3) * v + (1 - 2 / (rnd + 3)) * w
+        assert_allclose(W_ref, y, rtol=1e-11, atol=1e-11)
+        assert_allclose(W_ref - d_ref, w, rtol=1e-11, atol=1e-11)
+        W_node, d_node = W.copy(), d.copy()
+        _broadcast_step(W_node, d_node, A, touched, rnd, eta, node)
+        assert_array_equal(W_node, W_ref)
+        assert_array_equal(d_node, d_ref)
+        W, d = W_ref, d_ref
+    assert master[-1] == node[-1] == 12  # the rounds each counted

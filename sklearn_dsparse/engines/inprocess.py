@@ -22,7 +22,7 @@ from .base import Engine
 def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
                 abar, h, shard_starts, weights, l2, l1, fit_intercept,
                 use_control_variates, step, scale, selection, starts, column_block,
-                u_blocks, u_rows, batch, counters, momentum, lookahead):
+                u_blocks, u_rows, batch, counters, acceleration):
     n_workers = weights.shape[0]
     n_blocks = starts.shape[0] - 1
     K = n_outputs(W)
@@ -55,7 +55,7 @@ def _run_rounds(solver, loss_id, W, hbar, data, indices, indptr, Y, c, alpha,
                               weights[i])
             count_message(counters, n_sel, n_val, n_blocks)
         nb, nv = master_step(W, hbar, A, touched, starts, step, l1, fit_intercept,
-                             use_control_variates, cv_fraction, momentum, lookahead)
+                             use_control_variates, cv_fraction, acceleration)
         count_round(counters, n_workers, nb, nv, n_blocks, W.size)
 
 
@@ -87,6 +87,8 @@ class InProcessEngine(Engine):
         # Every worker replays the shared stream; in one process one copy serves all.
         self._shared_rng = np.random.default_rng(seed_sequences[n])
         self._counters = new_counters()
+        # asgd's coefficients; the convex schedule counts its rounds in them.
+        self._acceleration = None if pb.acceleration is None else pb.acceleration.copy()
         self._lazy = _lazy.applies(pb)
         if self._lazy:
             # Only the weighted table mean enters a dense round.
@@ -113,4 +115,4 @@ class InProcessEngine(Engine):
                     pb.use_control_variates, pb.step_size, pb.sparsifier.scale,
                     pb.sparsifier.selection, pb.partition.starts,
                     pb.partition.column_block, u_blocks, u_rows, pb.batch_size,
-                    self._counters, pb.momentum, pb.lookahead)
+                    self._counters, self._acceleration)

@@ -199,7 +199,7 @@ def _write_broadcast(out, values_at, A, touched, starts, rnd, ids):
 @njit(cache=True)
 def _apply_broadcast(frame, rnd, W, hbar, starts, all_blocks, ids, values, step,
                      l1, fit_intercept, use_control_variates, cv_fraction,
-                     momentum=0.0, lookahead=0.0):
+                     acceleration=None):
     """The master's step from its broadcast in ``frame``; False if the frame
     is not round ``rnd``'s broadcast."""
     if frame.shape[0] < HEADER_BYTES or read_header(frame)[2] != rnd:
@@ -212,8 +212,8 @@ def _apply_broadcast(frame, rnd, W, hbar, starts, all_blocks, ids, values, step,
         if block_ids[j] <= block_ids[j - 1]:
             return False
     step_from_broadcast(W, hbar, block_ids, n_sel, sent, starts, step, l1,
-                        fit_intercept, use_control_variates, cv_fraction, momentum,
-                        lookahead)
+                        fit_intercept, use_control_variates, cv_fraction,
+                        acceleration)
     return True
 
 
@@ -297,7 +297,7 @@ _PROGRESS = (_ROUND, _STREAM, _FRAME, _PENDING_BEGIN, _PENDING_END, _COMMANDED,
 def _master_rounds(progress, n_rounds, defer_last, fds, bufs, bounds, first_hosted,
                    n_hosted, weights, A, A_flat, touched, starts, all_blocks, ids,
                    values, out, values_at, command, W, hbar, step, l1, fit_intercept,
-                   use_control_variates, cv_fraction, momentum, lookahead, counters,
+                   use_control_variates, cv_fraction, acceleration, counters,
                    wire):
     """The master's epoch: the command (with the last epoch's pending
     broadcast) to every task, then ``n_rounds`` rounds.
@@ -362,8 +362,8 @@ def _master_rounds(progress, n_rounds, defer_last, fds, bufs, bounds, first_host
                     return status
         # The tasks' step, from the same message.
         step_from_broadcast(W, hbar, ids, n_sent, A_flat[:n_values], starts, step, l1,
-                            fit_intercept, use_control_variates, cv_fraction, momentum,
-                            lookahead)
+                            fit_intercept, use_control_variates, cv_fraction,
+                            acceleration)
         count_round(counters, weights.shape[0], n_sent, n_values, n_blocks, W.size)
         progress[_ROUND] = rnd + 1
         progress[_STREAM] = 0
@@ -427,7 +427,7 @@ class _WorkerGroup:
             self.W, self.hbar, self.starts, self.all_blocks,
             np.empty(self.n_blocks, dtype=np.int32), np.empty(p1 * K), self.step,
             self.l1, self.fit_intercept, self.use_control_variates, self.cv_fraction,
-            self.momentum, self.lookahead)
+            self.acceleration)
 
     def epoch_uniforms(self, u_blocks, n_rounds):
         """The uniforms of the next ``n_rounds`` rounds, as the in-process
@@ -531,7 +531,7 @@ class JoblibEngine(TaskEngine):
                 batch_size=pb.batch_size, starts=pb.partition.starts,
                 column_block=pb.partition.column_block, n_blocks=m,
                 step=pb.step_size, cv_fraction=1.0 / sparsifier.scale,
-                momentum=pb.momentum, lookahead=pb.lookahead,
+                acceleration=pb.acceleration,
                 broadcast_with_command=broadcast_with_command))
         # A read buffer per task, for its largest message.
         n_sel_max = sparsifier.max_blocks_sent
@@ -559,8 +559,10 @@ class JoblibEngine(TaskEngine):
             np.empty(p1 * K),  # a message's values, when misaligned
             out, values_at, np.empty(COMMAND_FRAME_BYTES, dtype=np.uint8), self._W,
             self._hbar, pb.step_size, pb.penalty.l1, pb.fit_intercept,
-            pb.use_control_variates, 1.0 / sparsifier.scale, pb.momentum,
-            pb.lookahead, self._counters, self._wire)
+            pb.use_control_variates, 1.0 / sparsifier.scale,
+            # The master's own copy: the convex schedule counts its rounds in it.
+            None if pb.acceleration is None else pb.acceleration.copy(),
+            self._counters, self._wire)
         return self
 
     def run_epoch(self, n_rounds):

@@ -19,12 +19,15 @@ SHARED_PARAMETERS = """\
         step); "gd", the full local gradient (one round per epoch);
         "asgd", sgd's estimate at the look-ahead point of Nesterov-type
         sequences (the paper's IASGD, after Vaswani, Bach & Schmidt), for
-        squared-loss models whose data interpolate (``y = X w + b``
-        exactly, ``alpha=0`` or small): momentum and step are set from the
-        exact strong convexity, smoothness and strong growth constant of the
-        round's estimate, it takes no L1 penalty, no control variates and
-        no shared masks, and it gains most with large ``batch_size``
-        (docs/method.md, "Accelerated SGD").
+        models that interpolate: squared loss with ``y = X w + b`` exactly
+        (``alpha=0`` or small, more or fewer rows than features), momentum
+        and step set from the exact (restricted) strong convexity,
+        smoothness and strong growth constant of the round's estimate; or
+        binary logistic regression on separable data (``C=np.inf`` or
+        large), with the convex schedule and an estimated growth constant.
+        It takes no L1 penalty, no control variates and no shared masks,
+        and it gains most with large ``batch_size`` (docs/method.md,
+        "Accelerated SGD").
 
     n_workers : int, default=4
         Number of logical workers; the rows are split into this many
