@@ -14,7 +14,10 @@ fits it (``solver="newton"``, the default).  Printed:
   data's CSR bytes (target: at most 10% of them plus the model);
 - each worker's peak RSS during the fit above its RSS before it held any
   data, against the CSR bytes of its shards (target: within 1.5x of them plus
-  the per-worker state);
+  the per-worker state), and what the fit added to the partitions it held,
+  in bytes per row of its shards: the per-worker state (per-row arrays of 8
+  bytes a row each: targets, row weights, margins, curvatures, and the
+  rounds' temporaries) against a row's CSR bytes (``--nnz`` x 12 + 8);
 - the time to the first round (``history_["seconds"][0]`` plus the
   validation of the partitions) and of the whole fit, and the same for the
   in-memory fit of the same rows with ``n_jobs=2`` (loky), when the data is
@@ -181,7 +184,9 @@ def main():
               f"+{(before - base) / 2**30:.2f} GiB holding its partitions "
               f"({held[address] / 2**30:.2f} GiB of CSR), +{(peak - base) / 2**30:.2f} "
               f"GiB at the fit's peak: {(peak - base) / held[address]:.2f}x its "
-              "shards' CSR bytes (target <= 1.5x + state)")
+              "shards' CSR bytes (target <= 1.5x + state); the fit added "
+              f"{(peak - before) / (held[address] / row_bytes):.0f} B a row "
+              f"(a row's CSR: {row_bytes} B)")
 
     if args.compare:
         Xm = X.compute()

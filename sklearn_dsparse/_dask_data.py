@@ -34,7 +34,6 @@ import sys
 import uuid
 
 import numpy as np
-import scipy.sparse as sp
 
 
 def is_dask_collection(*objects):
@@ -110,11 +109,13 @@ def summarize_partition(prepared, summary_type):
 
 
 def local_rows(shards, targets, row_scales):
-    """The rows a task's workers hold, from their partitions: one CSR matrix
-    per worker (``X_shards``), Y, c and ``shard_starts``, as ``_fit`` makes
-    them in memory (c_r = s_r N_i / S_i, ``row_scales[i]`` = N_i / S_i).  A
-    part is a prepared partition, or a file that ``load()`` reads and
-    prepares here (``_file_data``)."""
+    """The rows a task's workers hold, from their partitions: per worker the
+    list of its partitions' CSR matrices (``X_shards``: not stacked, which
+    would copy them while the cluster keeps them; ``LocalProblem`` takes
+    rows in pieces), Y, c and ``shard_starts``, as ``_fit`` makes them in
+    memory (c_r = s_r N_i / S_i, ``row_scales[i]`` = N_i / S_i).  A part is
+    a prepared partition, or a file that ``load()`` reads and prepares here
+    (``_file_data``)."""
     X_shards, pieces_Y, pieces_c, starts = [], [], [], [0]
     for parts, row_scale in zip(shards, row_scales):
         parts = [part.load() if hasattr(part, "load") else part for part in parts]
@@ -123,9 +124,7 @@ def local_rows(shards, targets, row_scales):
             pieces_Y.append(Y)
             pieces_c.append(sample_weight * row_scale)
         starts.append(sum(len(c) for c in pieces_c))
-        # A shard of one partition is that partition, not a copy of it.
-        X_shards.append(parts[0][0] if len(parts) == 1 else
-                        sp.vstack([part[0] for part in parts], format="csr"))
+        X_shards.append([part[0] for part in parts])
     return dict(X_shards=X_shards, Y=np.concatenate(pieces_Y),
                 c=np.concatenate(pieces_c), shard_starts=np.array(starts, dtype=np.int64))
 

@@ -14,14 +14,18 @@ Cholesky factorisation of the dense local Hessian when that costs less than
 ``CG_MAX_ITER`` Hessian-vector products, else by conjugate gradients
 preconditioned with the Hessian's diagonal.
 
-Everything here is whole-shard NumPy and SciPy but the local Hessian's
-weighted Gram matrices (``weighted_gram``, the one compiled kernel of the
-default solver: 3 to 5 times faster than any SciPy or BLAS form of it on
-sparse rows, and small enough to compile in about a second on a fresh
-install).  Run with one BLAS thread (``threadpool_limits(1)``, as every
-engine does), a worker's answer is the same bit for bit in every process:
-sparse products are plain loops, and single-threaded BLAS and LAPACK sum in
-a fixed order.
+A worker holds its rows once, as they came (CSR, in one piece or in
+several: a worker's Dask partitions are not concatenated, which would copy
+them while the cluster keeps the partitions).  Products X W are SciPy's; the
+products with X^T (the gradient, the Hessian's products and its diagonal)
+and the local Hessian's weighted Gram matrices are small compiled kernels
+over the same rows (``add_transposed_product``, ``weighted_gram``): no
+transposed copy of the rows, which would double a worker's memory, for a
+product taking 0.8-1.25x the time of SciPy's product of that copy (news20,
+a9a).  Run with one BLAS thread (``threadpool_limits(1)``, as every engine
+does), a worker's answer is the same bit for bit in every process: the
+kernels and sparse products are plain loops over the rows in order, and
+single-threaded BLAS and LAPACK sum in a fixed order.
 """
 
 import numpy as np
@@ -44,14 +48,37 @@ DIRECT_MAX_ORDER = 2048
 
 
 @njit(cache=True)
+def add_transposed_product(data, indices, indptr, U, squared, out):
+    """Add X^T U to ``out`` (n_columns, K), for X in CSR and U (n_rows, K);
+    with ``squared``, the product of the entries' squares (the Hessian's
+    diagonal).  Each row scatters into ``out`` in the rows' order: every
+    element is summed over the rows in increasing order, as SciPy's product
+    of the transposed copy sums it, and a shard in several pieces, each added
+    in turn, sums as the whole shard."""
+    # Unsigned, a column index needs no test for a negative (from the end)
+    # one, and one output no inner loop: each halves the time, the second
+    # only with its own loop (a test in the loop slows many outputs 2x).
+    n_outputs = U.shape[1]
+    if n_outputs == 1:
+        for r in range(indptr.shape[0] - 1):
+            u = U[r, 0]
+            for e in range(indptr[r], indptr[r + 1]):
+                value = data[e] * data[e] if squared else data[e]
+                out[np.uint64(indices[e]), 0] += value * u
+        return
+    for r in range(indptr.shape[0] - 1):
+        for e in range(indptr[r], indptr[r + 1]):
+            value = data[e] * data[e] if squared else data[e]
+            j = np.uint64(indices[e])
+            for k in range(n_outputs):
+                out[j, k] += value * U[r, k]
+
+
+@njit(cache=True)
 def weighted_gram(data, indices, indptr, weights, out):
-    """The lower triangle of X^T diag(weights) X into the square ``out``, for
-    X in CSR with sorted column indices (a row's entry pairs then fall in the
-    lower triangle in order, without a test)."""
-    order = out.shape[0]
-    for i in range(order):
-        for j in range(i + 1):
-            out[i, j] = 0.0
+    """Add the lower triangle of X^T diag(weights) X to the square ``out``,
+    for X in CSR with sorted column indices (a row's entry pairs then fall in
+    the lower triangle in order, without a test)."""
     for r in range(indptr.shape[0] - 1):
         w = weights[r]
         if w == 0.0:
@@ -64,29 +91,25 @@ def weighted_gram(data, indices, indptr, weights, out):
 
 
 class LocalProblem:
-    """One worker's f_i: its rows X (CSR), targets Y (n_rows, K), row weights
-    c and the loss and L2 strength; the intercept, when it is fitted, is the
-    last parameter row, whose column of ones is implicit (the rows are used
-    as they come, not copied with that column: a shard can be most of a
-    worker's memory)."""
+    """One worker's f_i: its rows X (a CSR matrix, or a list of CSR matrices
+    whose rows, in order, are the shard's), targets Y (n_rows, K), row
+    weights c and the loss and L2 strength; the intercept, when it is
+    fitted, is the last parameter row, whose column of ones is implicit.  The
+    rows are used as they come, neither stacked, transposed nor extended by
+    that column: a shard can be most of a worker's memory."""
 
     def __init__(self, rows, Y, c, loss, l2, fit_intercept):
+        pieces = rows if isinstance(rows, list) else [rows]
         # Sorted column indices for weighted_gram; the caller's rows are only read.
-        if not rows.has_sorted_indices:
-            rows = rows.copy()
-            rows.sort_indices()
-        self.X = rows
+        self.pieces = [piece if piece.has_sorted_indices else _sorted_copy(piece)
+                       for piece in pieces]
+        self.piece_starts = np.cumsum([0] + [piece.shape[0] for piece in pieces])
+        self.n_rows = int(self.piece_starts[-1])
+        self.nnz = sum(piece.nnz for piece in pieces)
         self.fit_intercept = fit_intercept
-        self.n_features = rows.shape[1]
-        # X^T u as a CSR product, a plain loop: 1.4-1.9x faster than the
-        # CSC product of X.T, which would need no copy.
-        self.XT = rows.T.tocsr()
-        # The squares share XT's structure: only their values are stored.
-        self.XT_squared = sp.csr_matrix(
-            (self.XT.data * self.XT.data, self.XT.indices, self.XT.indptr),
-            shape=self.XT.shape)
+        self.n_features = pieces[0].shape[1]
         self.Y = Y
-        self.a = c / rows.shape[0]
+        self.a = c / self.n_rows
         self.loss = loss
         self.l2 = l2
         self.penalised = np.ones((self.n_features + int(fit_intercept), Y.shape[1]))
@@ -99,17 +122,34 @@ class LocalProblem:
     def shape(self):
         return self.n_features + int(self.fit_intercept), self.Y.shape[1]
 
+    def _pieces(self):
+        """Each piece of the rows with the range of the shard's rows it holds."""
+        return zip(self.pieces, self.piece_starts[:-1], self.piece_starts[1:])
+
     def _margins(self, W):
         """X W, with the intercept's ones when it is fitted."""
-        Z = self.X @ W[:self.n_features]
+        coef = W[:self.n_features]
+        if len(self.pieces) == 1:  # SciPy's product is Z itself
+            Z = self.pieces[0] @ coef
+        else:
+            Z = np.empty((self.n_rows, W.shape[1]))
+            for piece, start, stop in self._pieces():
+                Z[start:stop] = piece @ coef
         if self.fit_intercept:
             Z += W[self.n_features]
         return Z
 
-    def _transposed(self, U):
-        """X^T U (n_columns, K), with the intercept's row of column sums."""
-        out = np.empty(self.shape)
-        out[:self.n_features] = self.XT @ U
+    def _add_transposed(self, U, squared, out):
+        """Add X^T U (or, ``squared``, the squares' product) to ``out[:n_features]``."""
+        for piece, start, stop in self._pieces():
+            add_transposed_product(piece.data, piece.indices, piece.indptr,
+                                   U[start:stop], squared, out)
+
+    def _transposed(self, U, squared=False):
+        """X^T U (n_columns, K), with the intercept's row of column sums (or,
+        ``squared``, the same with the squares of X's entries)."""
+        out = np.zeros(self.shape)
+        self._add_transposed(U, squared, out)
         if self.fit_intercept:
             out[self.n_features] = U.sum(axis=0)
         return out
@@ -119,7 +159,8 @@ class LocalProblem:
         self.Z = self._margins(W)
         values, dZ = self.loss.rows_value_derivative(self.Z, self.Y)
         penalty = 0.5 * self.l2 * float(np.dot((self.penalised * W).ravel(), W.ravel()))
-        grad = self._transposed(self.a[:, None] * dZ) + self.l2 * self.penalised * W
+        dZ *= self.a[:, None]  # the loss's own array: scaled where it is
+        grad = self._transposed(dZ) + self.l2 * self.penalised * W
         return float(np.dot(self.a, values)) + penalty, grad
 
     def update_curvature(self):
@@ -131,38 +172,39 @@ class LocalProblem:
         DU = self.D * self._margins(V)
         if self.loss.rank_one:  # (diag(p) - p p^T) u = p * u - p (p . u)
             DU -= self.D * DU.sum(axis=1)[:, None]
-        return self._transposed(self.a[:, None] * DU) + \
+        DU *= self.a[:, None]
+        return self._transposed(DU) + \
             (self.l2 * self.penalised + mu) * V
 
-    def _gram(self, weights, out):
-        """The lower triangle of [X 1]^T diag(weights) [X 1] into ``out``
-        (without the ones when no intercept is fitted)."""
-        X, p = self.X, self.n_features
-        if not self.fit_intercept:
-            weighted_gram(X.data, X.indices, X.indptr, weights, out)
-            return
-        features = np.empty((p, p))
-        weighted_gram(X.data, X.indices, X.indptr, weights, features)
-        out[:p, :p] = features
-        out[p, :p] = self.XT @ weights
-        out[p, p] = weights.sum()
+    def _gram(self, weights):
+        """The lower triangle of [X 1]^T diag(weights) [X 1] (without the
+        ones when no intercept is fitted), square, of order n_columns."""
+        p, order = self.n_features, self.shape[0]
+        out = np.zeros((order, order))
+        for piece, start, stop in self._pieces():
+            weighted_gram(piece.data, piece.indices, piece.indptr, weights[start:stop],
+                          out)
+        if self.fit_intercept:
+            column_sums = np.zeros((order, 1))
+            self._add_transposed(weights[:, None], False, column_sums)
+            out[p, :p] = column_sums[:p, 0]
+            out[p, p] = weights.sum()
+        return out
 
     def hessian(self, mu):
         """The lower triangle of H_i + mu I, dense, of order n_columns * K
         (element (j, k) of W is row j * K + k)."""
         p1, K = self.shape
-        gram = np.empty((p1, p1))
         if K == 1:
-            self._gram(self.a * self.D[:, 0], gram)
-            H = gram
+            H = self._gram(self.a * self.D[:, 0])
         else:
             H4 = np.empty((p1, K, p1, K))
             for k in range(K):
                 for k2 in range(k, K):
-                    d = self.D[:, k] if k == k2 else np.zeros(self.X.shape[0])
+                    d = self.D[:, k] if k == k2 else np.zeros(self.n_rows)
                     if self.loss.rank_one:
                         d = d - self.D[:, k] * self.D[:, k2]
-                    self._gram(self.a * d, gram)
+                    gram = self._gram(self.a * d)
                     full = gram + np.tril(gram, -1).T
                     H4[:, k, :, k2] = full
                     H4[:, k2, :, k] = full
@@ -173,12 +215,27 @@ class LocalProblem:
     def diagonal(self, mu):
         """The diagonal of H_i + mu I, shape (n_columns, K)."""
         d = self.D - self.D * self.D if self.loss.rank_one else self.D
-        U = self.a[:, None] * d
-        out = np.empty(self.shape)
-        out[:self.n_features] = self.XT_squared @ U
-        if self.fit_intercept:
-            out[self.n_features] = U.sum(axis=0)
-        return out + self.l2 * self.penalised + mu
+        return self._transposed(self.a[:, None] * d, squared=True) + \
+            self.l2 * self.penalised + mu
+
+
+def row_range(X, start, stop):
+    """Rows ``start:stop`` of the CSR matrix X, sharing its values and column
+    indices (``X[start:stop]`` copies them)."""
+    first, last = X.indptr[start], X.indptr[stop]
+    rows = sp.csr_matrix((stop - start, X.shape[1]), dtype=X.dtype)
+    # Set after construction: SciPy's constructor copies a view of less than
+    # half of its array, and may narrow the indices' type (another copy).
+    rows.indptr = X.indptr[start:stop + 1] - first
+    rows.indices = X.indices[first:last]
+    rows.data = X.data[first:last]
+    return rows
+
+
+def _sorted_copy(rows):
+    rows = rows.copy()
+    rows.sort_indices()
+    return rows
 
 
 def direct_is_cheaper(nnz_per_row, n_rows, n_outputs, order):
@@ -210,11 +267,10 @@ class LocalSolver:
         self.problem = problem
         self.cg_max_iter = cg_max_iter
         self.cg_rtol = cg_rtol
-        X = problem.X
         p1, K = problem.shape
         # The intercept's one is a non-zero of every row.
-        nnz_per_row = X.nnz / max(X.shape[0], 1) + int(problem.fit_intercept)
-        self.direct = direct_is_cheaper(nnz_per_row, X.shape[0], K, p1 * K)
+        nnz_per_row = problem.nnz / max(problem.n_rows, 1) + int(problem.fit_intercept)
+        self.direct = direct_is_cheaper(nnz_per_row, problem.n_rows, K, p1 * K)
         self.damping = None
 
     def refresh(self):

@@ -78,7 +78,7 @@ objective history costs the driver no pass over the data.
 import numpy as np
 
 from .accounting import COUNTERS, add_message, add_round
-from .local_newton import LocalProblem, LocalSolver
+from .local_newton import LocalProblem, LocalSolver, row_range
 from .quantization import FLOAT16
 from .sparsifiers import select_blocks
 
@@ -158,22 +158,21 @@ class NewtonWorkers:
 
     def __init__(self, spec):
         spec = dict(spec)
-        # The rows: one CSR matrix that shard_starts cuts, or (data that lives
-        # on a cluster) one per hosted worker.  Not kept: each local problem
-        # holds its own rows, and a task's memory is mostly shards.
+        # The rows: one CSR matrix that shard_starts cuts (each local problem
+        # holds a view of its range), or (data that lives on a cluster) the
+        # pieces of each hosted worker's shard.  Not kept here: a task's
+        # memory is mostly shards, held once, by the local problems.
         X = spec.pop("X", None)
         X_shards = spec.pop("X_shards", None)
+        # The row weights too: each local problem keeps its own scaled copy.
+        c = spec.pop("c")
         self.__dict__.update(spec)
         K = self.shape[1]
         self.problems = []
         for i, (s, e) in enumerate(zip(self.shard_starts[:-1], self.shard_starts[1:])):
-            if X_shards is None:
-                rows = X[s:e]
-            else:
-                rows, X_shards[i] = X_shards[i], None  # freed once the problem has its own
-            self.problems.append(LocalProblem(rows, self.Y[s:e], self.c[s:e],
+            rows = row_range(X, s, e) if X_shards is None else X_shards[i]
+            self.problems.append(LocalProblem(rows, self.Y[s:e], c[s:e],
                                               self.loss, self.l2, self.fit_intercept))
-            del rows
         self.solvers = [LocalSolver(pb) for pb in self.problems]
         self.rngs = [np.random.default_rng(s) for s in self.seeds]
         size = self.shape[0] * K
@@ -241,7 +240,7 @@ class NewtonWorkers:
 
 def worker_spec(problem, worker_ids, seed_sequences):
     """What ``NewtonWorkers`` needs to host ``worker_ids`` (consecutive) of
-    ``problem``: their rows (a copy), targets, row weights and streams; for
+    ``problem``: their rows (a view), targets, row weights and streams; for
     rows that live on a Dask cluster, what the task needs to build them
     from its partitions (``_dask_data.local_rows``)."""
     first, last = worker_ids[0], worker_ids[-1]
@@ -256,9 +255,9 @@ def worker_spec(problem, worker_ids, seed_sequences):
         return dict(spec, targets=problem.data.targets,
                     row_scales=problem.row_scales[first:last + 1])
     s, e = problem.shard_starts[first], problem.shard_starts[last + 1]
-    # Every row (the in-process engine): no copy, LocalProblem makes its own.
-    X = problem.X if e - s == problem.X.shape[0] else problem.X[s:e]
-    return dict(spec, X=X, Y=problem.Y[s:e], c=problem.c[s:e],
+    # A view: the in-process engine's workers share the caller's rows, and a
+    # task's are pickled from it.
+    return dict(spec, X=row_range(problem.X, s, e), Y=problem.Y[s:e], c=problem.c[s:e],
                 shard_starts=problem.shard_starts[first:last + 2] - s)
 
 

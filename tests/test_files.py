@@ -106,6 +106,11 @@ def test_fit_of_files_is_the_in_memory_fit(tmp_path, format, kind, task):
     assert est.shard_partitions_ == [[j] for j in range(N_FILES)]
     ref = estimator(task).fit(Xm, ym)
     assert_same_fit(est, ref)
+    # Two files a shard: a worker's rows in two pieces, where the in-memory
+    # fit of two workers has them in one.
+    est_halves = estimator(task, n_workers=2).fit(shards(paths, format, y))
+    assert est_halves.shard_partitions_ == [[0, 1], [2, 3]]
+    assert_same_fit(est_halves, estimator(task, n_workers=2).fit(Xm, ym))
     assert est.n_features_in_ == 7
     if format == "parquet":
         assert_array_equal(est.feature_names_in_, [f"f{c}" for c in range(7)])

@@ -11,7 +11,9 @@ from scipy.optimize import approx_fprime
 
 from sklearn_dsparse import DistributedSparseLogisticRegression, DistributedSparseRidge
 from sklearn_dsparse.accounting import new_counters
-from sklearn_dsparse.local_newton import LocalProblem, LocalSolver, weighted_gram
+from sklearn_dsparse.local_newton import (LocalProblem, LocalSolver,
+                                          add_transposed_product, row_range,
+                                          weighted_gram)
 from sklearn_dsparse.losses import LOGISTIC, MULTINOMIAL, SQUARED
 from sklearn_dsparse.messages import HEADER_BYTES
 from sklearn_dsparse.quantization import FLOAT16
@@ -98,10 +100,103 @@ def test_weighted_gram_is_the_lower_triangle_of_the_weighted_product():
     X = sp.random(30, 7, density=0.4, format="csr", random_state=3)
     X.sort_indices()
     w = np.random.default_rng(0).uniform(size=30)
-    out = np.full((7, 7), np.nan)
+    out = np.zeros((7, 7))
     weighted_gram(X.data, X.indices, X.indptr, w, out)
     expected = (X.T @ sp.diags(w) @ X).toarray()
     assert_allclose(np.tril(out), np.tril(expected), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_transposed_products_are_scipys_of_the_transposed_rows(n_outputs):
+    """The kernel sums as SciPy's product of a transposed copy does: the same
+    result, bit for bit, without the copy."""
+    X = sp.random(300, 40, density=0.1, format="csr", random_state=4)
+    U = np.random.default_rng(0).normal(size=(300, n_outputs))
+    out = np.zeros((40, n_outputs))
+    add_transposed_product(X.data, X.indices, X.indptr, U, False, out)
+    assert_array_equal(out, X.T.tocsr() @ U)
+    squares = np.zeros((40, n_outputs))
+    add_transposed_product(X.data, X.indices, X.indptr, U, True, squares)
+    assert_array_equal(squares, X.multiply(X).T.tocsr() @ U)
+    assert_allclose(squares, (X.toarray() ** 2).T @ U, rtol=1e-13, atol=1e-15)
+    # It adds to ``out``: a second call doubles it.
+    add_transposed_product(X.data, X.indices, X.indptr, U, False, out)
+    assert_allclose(out, 2 * (X.T.tocsr() @ U), rtol=1e-14, atol=1e-14)
+
+
+def array_bytes(obj):
+    """The bytes of the NumPy arrays an object holds (as attributes, or in
+    lists or sparse matrices it holds), each counted once."""
+    seen, total, stack = set(), 0, [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, np.ndarray):
+            base = item if item.base is None else item.base
+            if id(base) not in seen:
+                seen.add(id(base))
+                total += base.nbytes
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif sp.issparse(item) or isinstance(item, LocalProblem):
+            stack.extend(vars(item).values())
+    return total
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_local_problem_holds_its_rows_once(fit_intercept):
+    """No transposed copy of the rows, no squares: besides the rows it is
+    given (which it shares), a local problem holds per-row and per-parameter
+    arrays only."""
+    X = sp.random(2000, 50, density=0.2, format="csr", random_state=0)
+    Y = np.random.default_rng(0).integers(0, 2, (2000, 1)).astype(float)
+    pb = LocalProblem(X, Y, np.ones(2000), LOGISTIC, 0.1, fit_intercept)
+    pb.value_gradient(np.zeros(pb.shape))
+    pb.update_curvature()
+    assert np.shares_memory(pb.pieces[0].data, X.data)
+    assert np.shares_memory(pb.pieces[0].indices, X.indices)
+    rows_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    per_row = 4 * 8 * X.shape[0]  # Y, a, Z, D
+    state = per_row + pb.penalised.nbytes + pb.piece_starts.nbytes
+    assert array_bytes(pb) == rows_bytes + state
+    # The squares' values alone would be more than all of that state.
+    assert state < X.data.nbytes
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda loss: loss.name)
+def test_rows_in_pieces_are_the_rows_stacked(loss, fit_intercept):
+    """A shard given in pieces (a worker's Dask partitions), not stacked,
+    gives what the stacked rows give, bit for bit, and is not copied."""
+    whole, W, (X, Y, c) = local_problem(loss, fit_intercept, n_rows=60)
+    pieces = [X[:25], X[25:26], X[26:]]
+    pb = LocalProblem(pieces, Y, c, loss, 0.3, fit_intercept)
+    assert all(np.shares_memory(mine.data, given.data)
+               for mine, given in zip(pb.pieces, pieces))
+    value, grad = pb.value_gradient(W)
+    whole_value, whole_grad = whole.value_gradient(W)
+    assert value == whole_value
+    assert_array_equal(grad, whole_grad)
+    for problem in (pb, whole):
+        problem.update_curvature()
+    V = np.random.default_rng(1).normal(size=W.shape)
+    assert_array_equal(pb.hessian_vector(V, 0.01), whole.hessian_vector(V, 0.01))
+    assert_array_equal(pb.diagonal(0.01), whole.diagonal(0.01))
+    assert_array_equal(np.tril(pb.hessian(0.01)), np.tril(whole.hessian(0.01)))
+    if loss is LOGISTIC:  # the diagonal, written out densely
+        Xd = np.hstack([X.toarray(), np.ones((60, 1))]) if fit_intercept else X.toarray()
+        expected = (Xd ** 2).T @ (c / 60 * pb.D[:, 0]) + 0.3 * pb.penalised[:, 0] + 0.01
+        assert_allclose(pb.diagonal(0.01)[:, 0], expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_a_row_range_shares_the_rows(index_dtype):
+    X = sp.random(50, 8, density=0.3, format="csr", random_state=1)
+    X.indices, X.indptr = X.indices.astype(index_dtype), X.indptr.astype(index_dtype)
+    part = row_range(X, 10, 20)  # a fifth of the rows: SciPy would copy it
+    assert_array_equal(part.toarray(), X[10:20].toarray())
+    assert np.shares_memory(part.data, X.data)
+    assert np.shares_memory(part.indices, X.indices)
+    assert part.has_sorted_indices
 
 
 @pytest.mark.parametrize("loss", LOSSES, ids=lambda loss: loss.name)
