@@ -45,6 +45,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_dsparse import DistributedSparseLogisticRegression, DistributedSparseRidge
 from sklearn_dsparse import _fit
+from sklearn_dsparse._testing import separable_binary
 from sklearn_dsparse.blocks import BlockPartition
 from sklearn_dsparse.master import convex_acceleration
 
@@ -55,16 +56,6 @@ def least_squares(n_samples, n_features, decay, seed=0):
     X = rng.standard_normal((n_samples, n_features)) * np.logspace(0, -decay,
                                                                    n_features)
     return X, X @ rng.standard_normal(n_features) + 0.5
-
-
-def separable(n_samples=400, n_features=10, margin=0.1, seed=0):
-    """Labels of a hyperplane through (offset 0.3); rows within ``margin`` dropped."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((4 * n_samples, n_features))
-    normal = rng.standard_normal(n_features)
-    side = X @ normal / np.linalg.norm(normal) + 0.3
-    keep = np.abs(side) > margin
-    return X[keep][:n_samples], (side[keep][:n_samples] > 0).astype(int)
 
 
 def fit(estimator, X, y, max_iter):
@@ -177,7 +168,7 @@ def growth_constants(X, y, coef, n_workers, n_blocks, blocks_per_worker):
 
 
 def logistic():
-    X, y = separable()
+    X, y = separable_binary()
     params = dict(n_workers=4, n_blocks=4, blocks_per_worker=1, batch_size=100)
     for C in [np.inf, 1e4]:
         case = f"separable, C={C:g}"

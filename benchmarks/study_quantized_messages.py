@@ -20,8 +20,6 @@ shows there.
 import argparse
 import warnings
 
-import numpy as np
-
 import bench_few_rounds as bench
 from sklearn_dsparse import newton, quantization
 

@@ -25,6 +25,7 @@ from sklearn.linear_model import ElasticNet, LinearRegression, LogisticRegressio
 from sklearn_dsparse import (DistributedSparseElasticNet,
                              DistributedSparseLogisticRegression,
                              DistributedSparseRidge)
+from sklearn_dsparse._testing import separable_binary
 
 from conftest import abalone_classes, load, relative_error
 
@@ -192,16 +193,6 @@ def test_asgd_over_parameterised_reaches_the_minimum_norm_interpolant_first():
     assert asgd_rounds < 60 and sgd_rounds > 8 * asgd_rounds
     assert_allclose(np.append(asgd.coef_, asgd.intercept_), min_norm, atol=1e-4)
     assert np.linalg.norm(min_norm) > 1.0
-
-
-def separable_binary(n_samples=400, n_features=10, margin=0.1, seed=0):
-    """Labels of a hyperplane (offset 0.3); rows within ``margin`` of it dropped."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((4 * n_samples, n_features))
-    normal = rng.standard_normal(n_features)
-    side = X @ normal / np.linalg.norm(normal) + 0.3
-    keep = np.abs(side) > margin
-    return X[keep][:n_samples], (side[keep][:n_samples] > 0).astype(int)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tol=0
