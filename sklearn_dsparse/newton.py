@@ -304,7 +304,8 @@ class NewtonMaster:
                                f"worker {worker}'s")
         weight = self.weights[worker]
         values = self.format.decode(quantized)
-        self.error += weight * self.format.error_bound(quantized)
+        if self.op == OP_VALUE_GRADIENT:  # only G's rounding matters (fit_newton)
+            self.error += weight * self.format.error_bound(quantized, values)
         if n_sel == self.n_blocks:
             self.total += weight * values
         else:

@@ -84,10 +84,11 @@ class PowerOfTwoScaled:
             scaled = np.clip(np.rint(scaled), -127, 127)
         return Quantized(exponent, scaled.astype(self.code_dtype))
 
-    def error_bound(self, quantized):
+    def error_bound(self, quantized, decoded=None):
         """A bound on the Euclidean norm of what rounding to ``quantized``
-        changed, from the codes alone (the master's view); 0 for the zero
-        vector (and for the zeros that stand for non-finite values)."""
+        changed, from the codes alone (the master's view; ``decoded``, its
+        values when already decoded); 0 for the zero vector (and for the
+        zeros that stand for non-finite values)."""
         n = quantized.codes.size
         if not quantized.codes.any():  # the zero vector: encode scales the rest
             return 0.0
@@ -96,7 +97,8 @@ class PowerOfTwoScaled:
         eps = float(np.finfo(self.code_dtype).eps)  # 2**-10: twice the rounding
         smallest = float(np.finfo(self.code_dtype).smallest_subnormal)
         with np.errstate(over="ignore"):  # inf where the data overflow the loss
-            norm = float(np.linalg.norm(self.decode(quantized)))
+            norm = float(np.linalg.norm(
+                self.decode(quantized) if decoded is None else decoded))
         return eps * norm + float(np.ldexp(smallest * np.sqrt(n), quantized.exponent))
 
     @staticmethod
