@@ -43,7 +43,6 @@ class Progress:
         """The opening line; before a process's first fit, say that the
         compiled kernels load (the first fit after installing compiles
         them), so that a silent pause is explained."""
-        global _kernels_loaded
         if not self.verbose:
             return
         if not _kernels_loaded:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 from numba import njit
 
-from .messages import VALUE_BYTES, message_nbytes
+from .messages import message_nbytes
 
 #: Order of the int64 counters a round loop increments.
 COUNTERS = ("rounds", "uplink_bytes", "downlink_bytes", "dense_uplink_bytes",

@@ -13,8 +13,9 @@ The rounding loses nothing at the optimum, for different reasons:
   DIANA family of Mishchenko et al., 2019): the worker and the master both
   add the decoded change to the worker's last sent gradient h_i, so the
   master's sum of the h_i misses each worker's gradient by the rounding of
-  one change, at most 1/254 of its largest entry for int8 codes; as the
-  iterates converge the changes vanish, and so does the error;
+  one change (2**-11 of each entry with float16 codes, the library's; 1/128
+  of the largest with int8); as the iterates converge the changes vanish,
+  and so does the error;
 - *directions* only precondition: the line search runs on the exact
   objective (its values travel in float64) and the memory of L-BFGS corrects
   the rest.

@@ -37,7 +37,6 @@ Rates" (ICML 2019), Proposition 3.8:
 
 import numpy as np
 import scipy.sparse as sp
-from scipy import linalg
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 SAFETY = 2.0

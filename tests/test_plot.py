@@ -1,7 +1,6 @@
 """``sklearn_dsparse.plot``: the lines drawn are the fits' suboptimality."""
 
 import matplotlib
-import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import load_breast_cancer
